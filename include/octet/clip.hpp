@@ -1,0 +1,3 @@
+// (to be written) the clip family.
+#pragma once
+#include "octet/tensor.hpp"

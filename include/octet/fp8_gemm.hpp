@@ -1,0 +1,3 @@
+// (to be written) the fp8_gemm family.
+#pragma once
+#include "octet/tensor.hpp"

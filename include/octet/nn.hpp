@@ -1,0 +1,3 @@
+// (to be written) the nn family.
+#pragma once
+#include "octet/tensor.hpp"

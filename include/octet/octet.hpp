@@ -1,0 +1,17 @@
+// octet: everything in one include.
+#pragma once
+#include "octet/autograd.hpp"
+#include "octet/clip.hpp"
+#include "octet/convert.hpp"
+#include "octet/device.hpp"
+#include "octet/dtype.hpp"
+#include "octet/error.hpp"
+#include "octet/fp8.hpp"
+#include "octet/fp8_gemm.hpp"
+#include "octet/io.hpp"
+#include "octet/nn.hpp"
+#include "octet/ops.hpp"
+#include "octet/quant.hpp"
+#include "octet/random.hpp"
+#include "octet/runtime.hpp"
+#include "octet/tensor.hpp"

@@ -1,0 +1,3 @@
+// (to be written) the quant family.
+#pragma once
+#include "octet/tensor.hpp"

@@ -1,0 +1,123 @@
+// Tensor: a handle with shared ownership of contiguous row-major storage.
+// Copying a Tensor shares the storage and the autograd state (like other tensor libraries);
+// reshape shares the storage; t() and clone() copy. Sizes and indices are 64-bit.
+// Host reads (item, to_vector, to(cpu)) wait for the device; nothing else synchronizes.
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "octet/device.hpp"
+#include "octet/dtype.hpp"
+#include "octet/error.hpp"
+
+namespace octet {
+
+using Shape = std::vector<int64_t>;
+std::string shape_str(const Shape& s);  // "(2, 3)"
+int64_t shape_numel(const Shape& s);
+
+// Raw bytes on one device. CUDA storage comes from cudaMallocAsync on the library stream and is
+// returned with cudaFreeAsync on the same stream (no device synchronization).
+struct Storage {
+  void* data = nullptr;
+  size_t bytes = 0;
+  Device device;
+  Storage(size_t bytes, Device device);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+};
+
+namespace autograd { struct Node; }
+class Tensor;
+
+struct TensorImpl {
+  std::shared_ptr<Storage> storage;
+  Shape shape;
+  DType dtype = DType::f32;
+  int64_t offset = 0;  // in elements
+  // autograd state (see autograd.hpp)
+  bool requires_grad = false;
+  std::shared_ptr<TensorImpl> grad;
+  std::shared_ptr<autograd::Node> grad_fn;  // the node that produced this tensor, if recorded
+};
+
+class Tensor {
+ public:
+  Tensor() = default;
+  explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
+
+  static Tensor empty(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu());
+  static Tensor zeros(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu());
+  static Tensor ones(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu());
+  static Tensor full(const Shape& shape, double value, DType dtype = DType::f32,
+                     Device device = Device::cpu());
+  // A tensor of T's dtype holding values (values.size() must equal the shape's element count).
+  template <class T>
+  static Tensor from_vector(const std::vector<T>& values, const Shape& shape,
+                            Device device = Device::cpu()) {
+    return from_host(values.data(), values.size(), dtype_of_v<T>, shape, device);
+  }
+  // Shape {n} overload.
+  template <class T>
+  static Tensor from_vector(const std::vector<T>& values, Device device = Device::cpu()) {
+    return from_vector(values, Shape{static_cast<int64_t>(values.size())}, device);
+  }
+  static Tensor from_host(const void* data, size_t count, DType dtype, const Shape& shape, Device device);
+
+  bool defined() const { return impl_ != nullptr; }
+  const Shape& shape() const;
+  int64_t dim() const { return static_cast<int64_t>(shape().size()); }
+  int64_t size(int64_t d) const;  // negative d counts from the end
+  int64_t numel() const { return shape_numel(shape()); }
+  DType dtype() const;
+  Device device() const;
+  size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype()); }
+  std::string str() const;  // "f32(2, 3) on cuda:0"
+
+  void* data() const;  // start of this tensor's elements (device pointer on CUDA)
+  template <class T> T* data_ptr() const {
+    check_element_type(dtype_of_v<T>);
+    return static_cast<T*>(data());
+  }
+
+  Tensor to(Device device) const;   // copy (shares nothing) unless already there
+  Tensor to(DType dtype) const;     // converted copy (round to nearest even; fp8 saturates)
+  Tensor to(DType dtype, Device device) const;
+  // Values as T: a raw copy when T is the dtype, otherwise converted first. Waits for the device.
+  template <class T> std::vector<T> to_vector() const {
+    Tensor host = dtype() == dtype_of_v<T> ? to(Device::cpu()) : to(dtype_of_v<T>, Device::cpu());
+    std::vector<T> out(static_cast<size_t>(host.numel()));
+    if (!out.empty()) std::memcpy(out.data(), host.data(), out.size() * sizeof(T));
+    return out;
+  }
+  double item() const;  // the single element as double; waits for the device
+  Tensor reshape(const Shape& shape) const;  // shares storage; one dimension may be -1
+  Tensor t() const;                          // transpose of a 2-D tensor (materialized copy)
+  Tensor clone() const;
+  void copy_(const Tensor& src);             // copy values from src (same shape, any dtype/device)
+  void fill_(double value);
+  void zero_() { fill_(0.0); }
+
+  // autograd (autograd.hpp)
+  Tensor& requires_grad_(bool on = true);
+  bool requires_grad() const;
+  Tensor grad() const;      // undefined until a backward reaches this leaf
+  void set_grad(const Tensor& g);
+  void zero_grad();         // drops the gradient
+  Tensor detach() const;    // shares storage, no autograd state
+  bool is_leaf() const;
+
+  TensorImpl* impl() const { return impl_.get(); }
+  const std::shared_ptr<TensorImpl>& impl_ptr() const { return impl_; }
+  bool same(const Tensor& o) const { return impl_ == o.impl_; }
+
+ private:
+  void check_element_type(DType t) const;
+  std::shared_ptr<TensorImpl> impl_;
+};
+
+}  // namespace octet

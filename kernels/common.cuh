@@ -1,0 +1,96 @@
+// Device-side helpers shared by the kernel families: dtype -> CUDA type dispatch, float
+// load/store with CUDA's rounding intrinsics, grid sizing. Only included from .cu files.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "octet/dtype.hpp"
+#include "octet/error.hpp"
+#include "src/cuda_check.hpp"
+
+namespace octet::kernels {
+
+template <class T> struct type_tag { using type = T; };
+
+__device__ __forceinline__ float load_f32(float v) { return v; }
+__device__ __forceinline__ float load_f32(double v) { return static_cast<float>(v); }
+__device__ __forceinline__ float load_f32(__half v) { return __half2float(v); }
+__device__ __forceinline__ float load_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float load_f32(__nv_fp8_e4m3 v) { return static_cast<float>(v); }
+__device__ __forceinline__ float load_f32(__nv_fp8_e5m2 v) { return static_cast<float>(v); }
+__device__ __forceinline__ float load_f32(uint8_t v) { return v; }
+__device__ __forceinline__ float load_f32(int32_t v) { return static_cast<float>(v); }
+__device__ __forceinline__ float load_f32(int64_t v) { return static_cast<float>(v); }
+
+template <class T> __device__ __forceinline__ double load_f64(T v) { return load_f32(v); }
+__device__ __forceinline__ double load_f64(double v) { return v; }
+__device__ __forceinline__ double load_f64(int32_t v) { return v; }
+__device__ __forceinline__ double load_f64(int64_t v) { return static_cast<double>(v); }
+
+template <class I> __device__ __forceinline__ I saturate_int(double v) {
+  constexpr double lo = static_cast<double>(I(~0) < 0 ? (sizeof(I) == 8 ? INT64_MIN : (sizeof(I) == 4 ? INT32_MIN : 0)) : 0);
+  constexpr double hi = static_cast<double>(sizeof(I) == 8 ? INT64_MAX : (sizeof(I) == 4 ? INT32_MAX : 255));
+  if (v != v) return 0;
+  if (v <= lo) return static_cast<I>(lo);
+  if (v >= hi) return sizeof(I) == 8 ? static_cast<I>(INT64_MAX) : static_cast<I>(hi);
+  return static_cast<I>(v);
+}
+
+// Same rules as the host store<T> (src/cpu/element.hpp).
+template <class T> __device__ __forceinline__ T store(double v) {
+  if constexpr (std::is_same_v<T, double>) return v;
+  else if constexpr (std::is_same_v<T, float>) return static_cast<float>(v);
+  else if constexpr (std::is_same_v<T, __half>) return __float2half_rn(static_cast<float>(v));
+  else if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16_rn(static_cast<float>(v));
+  else if constexpr (std::is_same_v<T, __nv_fp8_e4m3>) {
+    __nv_fp8_e4m3 r; r.__x = __nv_cvt_float_to_fp8(static_cast<float>(v), __NV_SATFINITE, __NV_E4M3); return r;
+  } else if constexpr (std::is_same_v<T, __nv_fp8_e5m2>) {
+    __nv_fp8_e5m2 r; r.__x = __nv_cvt_float_to_fp8(static_cast<float>(v), __NV_SATFINITE, __NV_E5M2); return r;
+  } else return saturate_int<T>(v);
+}
+// Float fast path (no double round trip) for f32/f16/bf16/fp8 stores.
+template <class T> __device__ __forceinline__ T store_f32(float v) {
+  if constexpr (std::is_same_v<T, float>) return v;
+  else if constexpr (std::is_same_v<T, __half>) return __float2half_rn(v);
+  else if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16_rn(v);
+  else return store<T>(static_cast<double>(v));
+}
+
+template <class F> decltype(auto) visit_dtype(DType t, F&& f) {
+  switch (t) {
+    case DType::f32: return f(type_tag<float>{});
+    case DType::f64: return f(type_tag<double>{});
+    case DType::f16: return f(type_tag<__half>{});
+    case DType::bf16: return f(type_tag<__nv_bfloat16>{});
+    case DType::u8: return f(type_tag<uint8_t>{});
+    case DType::i32: return f(type_tag<int32_t>{});
+    case DType::i64: return f(type_tag<int64_t>{});
+    case DType::f8_e4m3: return f(type_tag<__nv_fp8_e4m3>{});
+    case DType::f8_e5m2: return f(type_tag<__nv_fp8_e5m2>{});
+  }
+  fail("visit_dtype", "unknown dtype");
+}
+
+template <class F> decltype(auto) visit_float(DType t, const char* op, F&& f) {
+  switch (t) {
+    case DType::f32: return f(type_tag<float>{});
+    case DType::f64: return f(type_tag<double>{});
+    case DType::f16: return f(type_tag<__half>{});
+    case DType::bf16: return f(type_tag<__nv_bfloat16>{});
+    default: fail(op, cat("dtype ", dtype_name(t), " is not supported here"));
+  }
+}
+
+// Grid for a grid-stride loop over n items: at most 65535*? blocks; 64-bit safe.
+inline unsigned grid_for(int64_t n, int threads, int64_t max_blocks = 4096) {
+  int64_t b = (n + threads - 1) / threads;
+  if (b < 1) b = 1;
+  if (b > max_blocks) b = max_blocks;
+  return static_cast<unsigned>(b);
+}
+
+}  // namespace octet::kernels

@@ -1,0 +1,1 @@
+// (to be written) CUDA kernels of the fp8_gemm family.

@@ -1,0 +1,244 @@
+// CUDA kernels of the core ops: fill, transpose, elementwise, deterministic reductions, bias.
+// Elementwise kernels are grid-stride loops computing in f32 (f64 for f64). Reductions use a
+// fixed grid (a function of n only) and a fixed combination order: same input, same bits.
+#include <cmath>
+
+#include "kernels/common.cuh"
+#include "kernels/ops.cuh"
+
+namespace octet::kernels {
+namespace {
+
+template <class T> __global__ void fill_kernel(T* out, int64_t n, T v) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = v;
+}
+
+template <class T> __global__ void transpose_kernel(const T* in, T* out, int64_t rows, int64_t cols) {
+  __shared__ T tile[32][33];
+  const int64_t c0 = int64_t(blockIdx.x) * 32, r0 = int64_t(blockIdx.y) * 32;
+  for (int j = threadIdx.y; j < 32; j += 8) {
+    const int64_t r = r0 + j, c = c0 + threadIdx.x;
+    if (r < rows && c < cols) tile[j][threadIdx.x] = in[r * cols + c];
+  }
+  __syncthreads();
+  for (int j = threadIdx.y; j < 32; j += 8) {
+    const int64_t c = c0 + j, r = r0 + threadIdx.x;
+    if (r < rows && c < cols) out[c * rows + r] = tile[threadIdx.x][j];
+  }
+}
+
+template <class A> __device__ A gelu_of(A x) { return A(0.5) * x * (A(1) + erf(x * A(0.70710678118654752440))); }
+template <class A> __device__ A gelu_grad_of(A x) {
+  const A cdf = A(0.5) * (A(1) + erf(x * A(0.70710678118654752440)));
+  const A pdf = exp(A(-0.5) * x * x) * A(0.39894228040143267794);
+  return cdf + x * pdf;
+}
+
+template <class T, class A> __device__ A load_acc(T v) {
+  if constexpr (std::is_same_v<A, double>) return load_f64(v); else return load_f32(v);
+}
+
+template <class T> __global__ void binary_kernel(Binary op, const T* a, const T* b, T* out, int64_t n) {
+  using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const A u = load_acc<T, A>(a[i]), v = load_acc<T, A>(b[i]);
+    A r;
+    switch (op) {
+      case Binary::add: r = u + v; break;
+      case Binary::sub: r = u - v; break;
+      case Binary::mul: r = u * v; break;
+      default: r = v * gelu_grad_of(u); break;
+    }
+    out[i] = store<T>(r);
+  }
+}
+
+template <class T> __global__ void unary_kernel(Unary op, const T* x, double alpha, T* out, int64_t n) {
+  using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
+  const A al = static_cast<A>(alpha);
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const A u = load_acc<T, A>(x[i]);
+    A r;
+    switch (op) {
+      case Unary::abs: r = fabs(u); break;
+      case Unary::scale: r = u * al; break;
+      case Unary::gelu: r = gelu_of(u); break;
+      default: r = u > 0 ? A(1) : (u < 0 ? A(-1) : A(0)); break;
+    }
+    out[i] = store<T>(r);
+  }
+}
+
+// NaN-propagating max of |values|.
+__device__ __forceinline__ float max_nan(float m, float v) { return (m != m || v != v) ? NAN : fmaxf(m, v); }
+
+constexpr int kReduceThreads = 256;
+
+// Pass 1: block b reduces a fixed strided subset of x into partial[b].
+template <class T, class A> __global__ void reduce_partial(Reduce op, const T* x, int64_t n, A* partial) {
+  __shared__ A buf[kReduceThreads];
+  A acc = 0;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const A v = load_acc<T, A>(x[i]);
+    if (op == Reduce::max_abs) acc = static_cast<A>(max_nan(static_cast<float>(acc), fabsf(static_cast<float>(v))));
+    else acc += v;
+  }
+  buf[threadIdx.x] = acc;
+  __syncthreads();
+  for (int s = kReduceThreads / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) {
+      if (op == Reduce::max_abs) buf[threadIdx.x] = static_cast<A>(max_nan(static_cast<float>(buf[threadIdx.x]), static_cast<float>(buf[threadIdx.x + s])));
+      else buf[threadIdx.x] += buf[threadIdx.x + s];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) partial[blockIdx.x] = buf[0];
+}
+
+// Pass 2: one block combines the partials in a fixed order and writes the result.
+template <class T, class A> __global__ void reduce_final(Reduce op, const A* partial, int blocks, int64_t n, void* out) {
+  __shared__ A buf[kReduceThreads];
+  A acc = 0;
+  for (int i = threadIdx.x; i < blocks; i += blockDim.x) {
+    if (op == Reduce::max_abs) acc = static_cast<A>(max_nan(static_cast<float>(acc), static_cast<float>(partial[i])));
+    else acc += partial[i];
+  }
+  buf[threadIdx.x] = acc;
+  __syncthreads();
+  for (int s = kReduceThreads / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) {
+      if (op == Reduce::max_abs) buf[threadIdx.x] = static_cast<A>(max_nan(static_cast<float>(buf[threadIdx.x]), static_cast<float>(buf[threadIdx.x + s])));
+      else buf[threadIdx.x] += buf[threadIdx.x + s];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x != 0) return;
+  if (op == Reduce::max_abs) { *static_cast<float*>(out) = static_cast<float>(buf[0]); return; }
+  A r = buf[0];
+  if (op == Reduce::mean) r = n > 0 ? r / static_cast<A>(n) : static_cast<A>(NAN);
+  *static_cast<T*>(out) = store<T>(r);
+}
+
+template <class T> __global__ void add_bias_kernel(const T* x, const T* bias, T* out, int64_t rows, int64_t cols) {
+  using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
+  const int64_t n = rows * cols;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = store<T>(load_acc<T, A>(x[i]) + load_acc<T, A>(bias[i % cols]));
+}
+
+template <class T> __global__ void sum_rows_kernel(const T* x, T* out, int64_t rows, int64_t cols) {
+  using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
+  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < cols; c += int64_t(gridDim.x) * blockDim.x) {
+    A acc = 0;
+    for (int64_t r = 0; r < rows; ++r) acc += load_acc<T, A>(x[r * cols + c]);
+    out[c] = store<T>(acc);
+  }
+}
+
+template <class I, class O> __global__ void convert_kernel(const I* in, O* out, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    if constexpr (std::is_same_v<I, double> || std::is_same_v<I, int64_t> || std::is_same_v<I, int32_t> ||
+                  std::is_same_v<O, double> || std::is_same_v<O, int64_t> || std::is_same_v<O, int32_t>)
+      out[i] = store<O>(load_f64(in[i]));
+    else
+      out[i] = store_f32<O>(load_f32(in[i]));
+  }
+}
+
+}  // namespace
+
+void fill(DType t, void* out, int64_t n, double value, cudaStream_t s) {
+  if (n == 0) return;
+  visit_dtype(t, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    T v;
+    if constexpr (std::is_same_v<T, __half>) v = __float2half_rn(static_cast<float>(value));
+    else if constexpr (std::is_same_v<T, __nv_bfloat16>) v = __float2bfloat16_rn(static_cast<float>(value));
+    else if constexpr (std::is_same_v<T, __nv_fp8_e4m3>) v.__x = __nv_cvt_float_to_fp8(static_cast<float>(value), __NV_SATFINITE, __NV_E4M3);
+    else if constexpr (std::is_same_v<T, __nv_fp8_e5m2>) v.__x = __nv_cvt_float_to_fp8(static_cast<float>(value), __NV_SATFINITE, __NV_E5M2);
+    else if constexpr (std::is_floating_point_v<T>) v = static_cast<T>(value);
+    else v = value != value ? T(0) : (value <= double(std::numeric_limits<T>::min()) ? std::numeric_limits<T>::min() : (value >= double(std::numeric_limits<T>::max()) ? std::numeric_limits<T>::max() : static_cast<T>(value)));
+    fill_kernel<<<grid_for(n, 256), 256, 0, s>>>(static_cast<T*>(out), n, v);
+    OCTET_LAUNCH_CHECK("fill_kernel");
+  });
+}
+
+void convert(const void* in, DType in_t, void* out, DType out_t, int64_t n, cudaStream_t s) {
+  if (n == 0) return;
+  visit_dtype(in_t, [&](auto itag) {
+    using I = typename decltype(itag)::type;
+    visit_dtype(out_t, [&](auto otag) {
+      using O = typename decltype(otag)::type;
+      convert_kernel<<<grid_for(n, 256), 256, 0, s>>>(static_cast<const I*>(in), static_cast<O*>(out), n);
+      OCTET_LAUNCH_CHECK("convert_kernel");
+    });
+  });
+}
+
+void transpose2d(const void* in, void* out, int64_t rows, int64_t cols, size_t elem_size, cudaStream_t s) {
+  if (rows == 0 || cols == 0) return;
+  const dim3 grid(static_cast<unsigned>((cols + 31) / 32), static_cast<unsigned>((rows + 31) / 32));
+  const dim3 block(32, 8);
+  OCTET_CHECK(grid.y <= 65535, "t", "2-D transpose with more than 2,097,120 rows is not supported, got ", rows);
+  switch (elem_size) {
+    case 1: transpose_kernel<<<grid, block, 0, s>>>(static_cast<const uint8_t*>(in), static_cast<uint8_t*>(out), rows, cols); break;
+    case 2: transpose_kernel<<<grid, block, 0, s>>>(static_cast<const uint16_t*>(in), static_cast<uint16_t*>(out), rows, cols); break;
+    case 4: transpose_kernel<<<grid, block, 0, s>>>(static_cast<const uint32_t*>(in), static_cast<uint32_t*>(out), rows, cols); break;
+    default: transpose_kernel<<<grid, block, 0, s>>>(static_cast<const uint64_t*>(in), static_cast<uint64_t*>(out), rows, cols); break;
+  }
+  OCTET_LAUNCH_CHECK("transpose_kernel");
+}
+
+void binary(Binary op, DType t, const void* a, const void* b, void* out, int64_t n, cudaStream_t s) {
+  if (n == 0) return;
+  visit_float(t, "binary", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    binary_kernel<<<grid_for(n, 256), 256, 0, s>>>(op, static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(out), n);
+    OCTET_LAUNCH_CHECK("binary_kernel");
+  });
+}
+
+void unary(Unary op, DType t, const void* x, double alpha, void* out, int64_t n, cudaStream_t s) {
+  if (n == 0) return;
+  visit_float(t, "unary", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    unary_kernel<<<grid_for(n, 256), 256, 0, s>>>(op, static_cast<const T*>(x), alpha, static_cast<T*>(out), n);
+    OCTET_LAUNCH_CHECK("unary_kernel");
+  });
+}
+
+void reduce(Reduce op, DType t, const void* x, int64_t n, void* out, cudaStream_t s) {
+  visit_float(t, "reduce", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
+    const int blocks = static_cast<int>(grid_for(n, kReduceThreads * 8, 1024));
+    A* partial = nullptr;
+    OCTET_CUDA_CHECK(cudaMallocAsync(&partial, sizeof(A) * blocks, s));
+    reduce_partial<T, A><<<blocks, kReduceThreads, 0, s>>>(op, static_cast<const T*>(x), n, partial);
+    OCTET_LAUNCH_CHECK("reduce_partial");
+    reduce_final<T, A><<<1, kReduceThreads, 0, s>>>(op, partial, blocks, n, out);
+    OCTET_LAUNCH_CHECK("reduce_final");
+    OCTET_CUDA_CHECK(cudaFreeAsync(partial, s));
+  });
+}
+
+void add_bias(DType t, const void* x, const void* bias, void* out, int64_t rows, int64_t cols, cudaStream_t s) {
+  if (rows * cols == 0) return;
+  visit_float(t, "add_bias", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    add_bias_kernel<<<grid_for(rows * cols, 256), 256, 0, s>>>(static_cast<const T*>(x), static_cast<const T*>(bias), static_cast<T*>(out), rows, cols);
+    OCTET_LAUNCH_CHECK("add_bias_kernel");
+  });
+}
+
+void sum_rows(DType t, const void* x, void* out, int64_t rows, int64_t cols, cudaStream_t s) {
+  if (cols == 0) return;
+  visit_float(t, "sum_rows", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    sum_rows_kernel<<<grid_for(cols, 128), 128, 0, s>>>(static_cast<const T*>(x), static_cast<T*>(out), rows, cols);
+    OCTET_LAUNCH_CHECK("sum_rows_kernel");
+  });
+}
+
+}  // namespace octet::kernels

@@ -1,0 +1,2 @@
+// (to be written) dispatch and validation of the clip family.
+#include "octet/clip.hpp"

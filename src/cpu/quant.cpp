@@ -1,0 +1,2 @@
+// (to be written) CPU reference of the quant family.
+#include "octet/quant.hpp"

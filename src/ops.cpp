@@ -1,0 +1,274 @@
+// Dispatch and validation of the core ops (ops.hpp): one place per op that checks arguments,
+// allocates the output, runs the CPU or CUDA kernel and records the backward on the tape.
+#include "octet/ops.hpp"
+
+#include <cmath>
+
+#include "octet/autograd.hpp"
+#include "kernels/ops.cuh"
+#include "src/check.hpp"
+#include "src/cpu/ops.hpp"
+#include "src/cuda_check.hpp"
+#include "src/runtime_internal.hpp"
+
+namespace octet {
+namespace {
+
+constexpr std::initializer_list<DType> kFloat = {DType::f32, DType::f64, DType::f16, DType::bf16};
+
+void check_pair(const char* op, const Tensor& a, const Tensor& b) {
+  check::dtype_in(op, "a", a, kFloat);
+  check::dtype_is(op, "b", b, a.dtype());
+  check::device_is(op, "b", b, a.device());
+  check::shape_is(op, "b", b, a.shape());
+}
+
+Tensor binary_op(const char* op, Binary kind, const Tensor& a, const Tensor& b) {
+  Tensor out = Tensor::empty(a.shape(), a.dtype(), a.device());
+  if (a.device().is_cpu()) {
+    cpu::binary(kind, a.dtype(), a.data(), b.data(), out.data(), a.numel());
+  } else {
+    detail::DeviceGuard g(a.device());
+    kernels::binary(kind, a.dtype(), a.data(), b.data(), out.data(), a.numel(), detail::stream(a.device()));
+  }
+  (void)op;
+  return out;
+}
+
+Tensor unary_op(Unary kind, const Tensor& x, double alpha) {
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  if (x.device().is_cpu()) {
+    cpu::unary(kind, x.dtype(), x.data(), alpha, out.data(), x.numel());
+  } else {
+    detail::DeviceGuard g(x.device());
+    kernels::unary(kind, x.dtype(), x.data(), alpha, out.data(), x.numel(), detail::stream(x.device()));
+  }
+  return out;
+}
+
+Tensor reduce_op(Reduce kind, const Tensor& x) {
+  Tensor out = Tensor::empty({}, kind == Reduce::max_abs ? DType::f32 : x.dtype(), x.device());
+  if (x.device().is_cpu()) {
+    cpu::reduce(kind, x.dtype(), x.data(), x.numel(), out.data());
+  } else {
+    detail::DeviceGuard g(x.device());
+    kernels::reduce(kind, x.dtype(), x.data(), x.numel(), out.data(), detail::stream(x.device()));
+  }
+  return out;
+}
+
+// A tensor of `shape` filled with factor * s, s a 0-dim tensor (the gradient of sum/mean).
+Tensor broadcast_scalar(const Tensor& s, const Shape& shape, double factor) {
+  const int64_t n = shape_numel(shape);
+  Tensor zeros = Tensor::zeros({n, 1}, s.dtype(), s.device());
+  Tensor expanded = Tensor::empty({n, 1}, s.dtype(), s.device());
+  if (s.device().is_cpu()) {
+    cpu::add_bias(s.dtype(), zeros.data(), s.data(), expanded.data(), n, 1);
+  } else {
+    detail::DeviceGuard g(s.device());
+    kernels::add_bias(s.dtype(), zeros.data(), s.data(), expanded.data(), n, 1, detail::stream(s.device()));
+  }
+  if (factor != 1.0) expanded = unary_op(Unary::scale, expanded, factor);
+  return expanded.reshape(shape);
+}
+
+}  // namespace
+
+Tensor add(const Tensor& a, const Tensor& b) {
+  check_pair("add", a, b);
+  Tensor out = binary_op("add", Binary::add, a, b);
+  if (autograd::needs_grad({a, b}))
+    autograd::record("add", {a, b}, out, [](const Tensor& g) { return std::vector<Tensor>{g, g}; });
+  return out;
+}
+
+Tensor sub(const Tensor& a, const Tensor& b) {
+  check_pair("sub", a, b);
+  Tensor out = binary_op("sub", Binary::sub, a, b);
+  if (autograd::needs_grad({a, b}))
+    autograd::record("sub", {a, b}, out, [](const Tensor& g) { return std::vector<Tensor>{g, scale(g, -1.0)}; });
+  return out;
+}
+
+Tensor mul(const Tensor& a, const Tensor& b) {
+  check_pair("mul", a, b);
+  Tensor out = binary_op("mul", Binary::mul, a, b);
+  if (autograd::needs_grad({a, b})) {
+    Tensor ad = a.detach(), bd = b.detach();
+    autograd::record("mul", {a, b}, out, [ad, bd](const Tensor& g) { return std::vector<Tensor>{mul(g, bd), mul(g, ad)}; });
+  }
+  return out;
+}
+
+Tensor scale(const Tensor& x, double s) {
+  check::dtype_in("scale", "x", x, kFloat);
+  Tensor out = unary_op(Unary::scale, x, s);
+  if (autograd::needs_grad({x}))
+    autograd::record("scale", {x}, out, [s](const Tensor& g) { return std::vector<Tensor>{scale(g, s)}; });
+  return out;
+}
+
+Tensor abs(const Tensor& x) {
+  check::dtype_in("abs", "x", x, kFloat);
+  Tensor out = unary_op(Unary::abs, x, 0.0);
+  if (autograd::needs_grad({x})) {
+    Tensor sign = unary_op(Unary::sign, x.detach(), 0.0);
+    autograd::record("abs", {x}, out, [sign](const Tensor& g) { return std::vector<Tensor>{mul(g, sign)}; });
+  }
+  return out;
+}
+
+Tensor sum(const Tensor& x) {
+  check::dtype_in("sum", "x", x, kFloat);
+  Tensor out = reduce_op(Reduce::sum, x);
+  if (autograd::needs_grad({x})) {
+    const Shape shape = x.shape();
+    autograd::record("sum", {x}, out, [shape](const Tensor& g) { return std::vector<Tensor>{broadcast_scalar(g, shape, 1.0)}; });
+  }
+  return out;
+}
+
+Tensor mean(const Tensor& x) {
+  check::dtype_in("mean", "x", x, kFloat);
+  Tensor out = reduce_op(Reduce::mean, x);
+  if (autograd::needs_grad({x})) {
+    const Shape shape = x.shape();
+    const double inv = x.numel() > 0 ? 1.0 / static_cast<double>(x.numel()) : 0.0;
+    autograd::record("mean", {x}, out, [shape, inv](const Tensor& g) { return std::vector<Tensor>{broadcast_scalar(g, shape, inv)}; });
+  }
+  return out;
+}
+
+Tensor max_abs(const Tensor& x) {
+  check::dtype_in("max_abs", "x", x, kFloat);
+  autograd::refuse("max_abs", {x});
+  return reduce_op(Reduce::max_abs, x);
+}
+
+namespace {
+
+// out(M,N) = a(M,K) b(K,N) on the tensors' device, a and b contiguous of one dtype.
+void gemm_into(const Tensor& a, const Tensor& b, Tensor& out, int64_t m, int64_t k, int64_t n) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    out.fill_(0.0);
+    return;
+  }
+  if (a.device().is_cpu()) {
+    cpu::matmul(a.dtype(), a.data(), b.data(), out.data(), m, k, n);
+    return;
+  }
+  OCTET_CHECK(m <= INT32_MAX && k <= INT32_MAX && n <= INT32_MAX, "matmul",
+              "each of M, K, N must be below 2^31 for cuBLAS, got ", m, ", ", k, ", ", n);
+  detail::DeviceGuard g(a.device());
+  cublasHandle_t h = detail::cublas_handle(a.device());
+  cudaDataType_t t;
+  cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
+  switch (a.dtype()) {
+    case DType::f32: t = CUDA_R_32F; break;
+    case DType::f64: t = CUDA_R_64F; compute = CUBLAS_COMPUTE_64F; break;
+    case DType::f16: t = CUDA_R_16F; break;
+    default: t = CUDA_R_16BF; break;
+  }
+  const float one_f = 1.0f, zero_f = 0.0f;
+  const double one_d = 1.0, zero_d = 0.0;
+  const void* alpha = compute == CUBLAS_COMPUTE_64F ? static_cast<const void*>(&one_d) : &one_f;
+  const void* beta = compute == CUBLAS_COMPUTE_64F ? static_cast<const void*>(&zero_d) : &zero_f;
+  // Row-major C = A B is column-major C^T = B^T A^T.
+  OCTET_CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
+                                  static_cast<int>(k), alpha, b.data(), t, static_cast<int>(n), a.data(), t,
+                                  static_cast<int>(k), beta, out.data(), t, static_cast<int>(n), compute,
+                                  CUBLAS_GEMM_DEFAULT));
+}
+
+}  // namespace
+
+Tensor matmul(const Tensor& a, const Tensor& b) {
+  check::dtype_in("matmul", "a", a, kFloat);
+  check::dim_in("matmul", "a", a, 2, 3);
+  check::dtype_is("matmul", "b", b, a.dtype());
+  check::device_is("matmul", "b", b, a.device());
+  check::dim_in("matmul", "b", b, 2, 2);
+  const int64_t k = a.size(-1);
+  if (b.size(0) != k)
+    fail_arg("matmul", "b", cat("shape (", k, ", N) to match a ", shape_str(a.shape())), cat("shape ", shape_str(b.shape())));
+  const int64_t n = b.size(1);
+  Shape out_shape(a.shape().begin(), a.shape().end() - 1);
+  const int64_t rows = shape_numel(out_shape);
+  out_shape.push_back(n);
+  Tensor out = Tensor::empty(out_shape, a.dtype(), a.device());
+  gemm_into(a, b, out, rows, k, n);
+  if (autograd::needs_grad({a, b})) {
+    Tensor ad = a.detach(), bd = b.detach();
+    const bool need_a = a.requires_grad() || !a.is_leaf(), need_b = b.requires_grad() || !b.is_leaf();
+    autograd::record("matmul", {a, b}, out, [ad, bd, rows, k, n, need_a, need_b](const Tensor& g) {
+      Tensor ga, gb;
+      Tensor g2 = g.reshape({rows, n});
+      if (need_a) ga = matmul(g2, bd.t()).reshape(ad.shape());          // (rows,N)(N,K)
+      if (need_b) gb = matmul(ad.reshape({rows, k}).t(), g2);           // (K,rows)(rows,N): sums over the batch
+      return std::vector<Tensor>{ga, gb};
+    });
+  }
+  return out;
+}
+
+Tensor add_bias(const Tensor& x, const Tensor& bias) {
+  check::dtype_in("add_bias", "x", x, kFloat);
+  check::dim_in("add_bias", "x", x, 1, 8);
+  check::dtype_is("add_bias", "bias", bias, x.dtype());
+  check::device_is("add_bias", "bias", bias, x.device());
+  check::shape_is("add_bias", "bias", bias, {x.size(-1)});
+  const int64_t cols = x.size(-1), rows = cols == 0 ? 0 : x.numel() / cols;
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  if (x.device().is_cpu()) {
+    cpu::add_bias(x.dtype(), x.data(), bias.data(), out.data(), rows, cols);
+  } else {
+    detail::DeviceGuard g(x.device());
+    kernels::add_bias(x.dtype(), x.data(), bias.data(), out.data(), rows, cols, detail::stream(x.device()));
+  }
+  if (autograd::needs_grad({x, bias}))
+    autograd::record("add_bias", {x, bias}, out, [](const Tensor& g) { return std::vector<Tensor>{g, sum_rows(g)}; });
+  return out;
+}
+
+Tensor sum_rows(const Tensor& x) {
+  check::dtype_in("sum_rows", "x", x, kFloat);
+  check::dim_in("sum_rows", "x", x, 1, 8);
+  const int64_t cols = x.size(-1), rows = cols == 0 ? 0 : x.numel() / cols;
+  Tensor out = Tensor::empty({cols}, x.dtype(), x.device());
+  if (x.device().is_cpu()) {
+    cpu::sum_rows(x.dtype(), x.data(), out.data(), rows, cols);
+  } else {
+    detail::DeviceGuard g(x.device());
+    kernels::sum_rows(x.dtype(), x.data(), out.data(), rows, cols, detail::stream(x.device()));
+  }
+  if (autograd::needs_grad({x})) {
+    const Shape shape = x.shape();
+    autograd::record("sum_rows", {x}, out, [shape, rows, cols](const Tensor& g) {
+      Tensor expanded = add_bias(Tensor::zeros({rows, cols}, g.dtype(), g.device()), g);
+      return std::vector<Tensor>{expanded.reshape(shape)};
+    });
+  }
+  return out;
+}
+
+Tensor gelu(const Tensor& x) {
+  check::dtype_in("gelu", "x", x, kFloat);
+  Tensor out = unary_op(Unary::gelu, x, 0.0);
+  if (autograd::needs_grad({x})) {
+    Tensor xd = x.detach();
+    autograd::record("gelu", {x}, out, [xd](const Tensor& g) {
+      check::shape_is("gelu backward", "grad", g, xd.shape());
+      return std::vector<Tensor>{binary_op("gelu_backward", Binary::gelu_backward, xd, g)};
+    });
+  }
+  return out;
+}
+
+Tensor mse_loss(const Tensor& pred, const Tensor& target) {
+  check_pair("mse_loss", pred, target);
+  Tensor diff = sub(pred, target);
+  return mean(mul(diff, diff));
+}
+
+}  // namespace octet

@@ -1,0 +1,180 @@
+// Per-device CUDA state: library streams, the stream-ordered memory pool, cuBLAS/cuBLASLt
+// handles and workspace. Lazily created, guarded by one mutex, never destroyed (process exit
+// tears the context down; destroying handles in static destructors races the CUDA runtime).
+#include <array>
+#include <cstdint>
+#include <mutex>
+
+#include "src/cuda_check.hpp"
+#include "src/runtime_internal.hpp"
+
+namespace octet {
+namespace {
+
+constexpr int kMaxDevices = 64;
+
+struct DeviceState {
+  cudaStream_t own_stream = nullptr;
+  cudaStream_t user_stream = nullptr;
+  cublasHandle_t cublas = nullptr;
+  cublasLtHandle_t cublaslt = nullptr;
+  void* lt_workspace = nullptr;
+  bool pool_ready = false;
+};
+
+std::mutex g_mutex;
+std::array<DeviceState, kMaxDevices> g_state;
+
+DeviceState& state(int index) { return g_state[static_cast<size_t>(index)]; }
+
+void check_index(std::string_view op, int index) {
+  int n = cuda_device_count();
+  if (n == 0) fail(op, "no CUDA device is available on this machine (cuda_device_count() == 0)");
+  if (index < 0 || index >= n || index >= kMaxDevices)
+    fail_arg(op, "device", cat("cuda:0 .. cuda:", n - 1), cat("cuda:", index));
+}
+
+// Caller holds g_mutex and has the device current.
+void ensure_pool(int index) {
+  DeviceState& s = state(index);
+  if (s.pool_ready) return;
+  cudaMemPool_t pool;
+  OCTET_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, index));
+  uint64_t threshold = UINT64_MAX;  // keep freed memory in the pool: frees never synchronize
+  OCTET_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
+  s.pool_ready = true;
+}
+
+cudaStream_t stream_locked(int index) {
+  DeviceState& s = state(index);
+  if (s.user_stream) return s.user_stream;
+  if (!s.own_stream) OCTET_CUDA_CHECK(cudaStreamCreateWithFlags(&s.own_stream, cudaStreamNonBlocking));
+  return s.own_stream;
+}
+
+}  // namespace
+
+cudaStream_t current_stream(int device_index) {
+  check_index("current_stream", device_index);
+  detail::DeviceGuard guard(Device::cuda(device_index));
+  std::lock_guard lock(g_mutex);
+  return stream_locked(device_index);
+}
+
+void set_current_stream(int device_index, cudaStream_t stream) {
+  check_index("set_current_stream", device_index);
+  std::lock_guard lock(g_mutex);
+  state(device_index).user_stream = stream;
+}
+
+void synchronize(Device device) {
+  if (device.is_cpu()) return;
+  OCTET_CUDA_CHECK(cudaStreamSynchronize(current_stream(device.index)));
+}
+
+MemoryStats memory_stats(int device_index) {
+  check_index("memory_stats", device_index);
+  cudaMemPool_t pool;
+  OCTET_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device_index));
+  uint64_t reserved = 0, used = 0;
+  OCTET_CUDA_CHECK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &reserved));
+  OCTET_CUDA_CHECK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &used));
+  return {static_cast<size_t>(reserved), static_cast<size_t>(used)};
+}
+
+namespace detail {
+
+void require_device(std::string_view op, Device device) {
+  if (device.is_cuda()) check_index(op, device.index);
+}
+
+DeviceGuard::DeviceGuard(Device device) {
+  if (!device.is_cuda()) return;
+  int current = 0;
+  OCTET_CUDA_CHECK(cudaGetDevice(&current));
+  if (current != device.index) {
+    OCTET_CUDA_CHECK(cudaSetDevice(device.index));
+    previous_ = current;
+  }
+}
+
+DeviceGuard::~DeviceGuard() {
+  if (previous_ >= 0) (void)cudaSetDevice(previous_);
+}
+
+cudaStream_t stream(Device device) { return current_stream(device.index); }
+
+cublasHandle_t cublas_handle(Device device) {
+  check_index("cublas_handle", device.index);
+  DeviceGuard guard(device);
+  std::lock_guard lock(g_mutex);
+  DeviceState& s = state(device.index);
+  if (!s.cublas) {
+    OCTET_CUBLAS_CHECK(cublasCreate(&s.cublas));
+    // Default math mode: no TF32, so f32 GEMMs are true f32 baselines.
+    OCTET_CUBLAS_CHECK(cublasSetMathMode(s.cublas, CUBLAS_DEFAULT_MATH));
+  }
+  OCTET_CUBLAS_CHECK(cublasSetStream(s.cublas, stream_locked(device.index)));
+  return s.cublas;
+}
+
+cublasLtHandle_t cublaslt_handle(Device device) {
+  check_index("cublaslt_handle", device.index);
+  DeviceGuard guard(device);
+  std::lock_guard lock(g_mutex);
+  DeviceState& s = state(device.index);
+  if (!s.cublaslt) OCTET_CUBLAS_CHECK(cublasLtCreate(&s.cublaslt));
+  return s.cublaslt;
+}
+
+void* cublaslt_workspace(Device device, size_t* bytes) {
+  constexpr size_t kBytes = 32u << 20;
+  check_index("cublaslt_workspace", device.index);
+  DeviceGuard guard(device);
+  std::lock_guard lock(g_mutex);
+  DeviceState& s = state(device.index);
+  if (!s.lt_workspace) OCTET_CUDA_CHECK(cudaMalloc(&s.lt_workspace, kBytes));
+  *bytes = kBytes;
+  return s.lt_workspace;
+}
+
+void* device_alloc(size_t bytes, Device device) {
+  check_index("Tensor allocation", device.index);
+  DeviceGuard guard(device);
+  cudaStream_t s;
+  {
+    std::lock_guard lock(g_mutex);
+    ensure_pool(device.index);
+    s = stream_locked(device.index);
+  }
+  void* p = nullptr;
+  cudaError_t e = cudaMallocAsync(&p, bytes, s);
+  if (e == cudaErrorMemoryAllocation) {
+    (void)cudaGetLastError();
+    size_t free_b = 0, total_b = 0;
+    (void)cudaMemGetInfo(&free_b, &total_b);
+    MemoryStats st = memory_stats(device.index);
+    throw Error(cat("out of memory on ", device.str(), ": asked for ", bytes, " bytes; the device has ",
+                    free_b, " bytes free of ", total_b, "; the pool holds ", st.reserved,
+                    " bytes of which ", st.used, " are in use"));
+  }
+  OCTET_CUDA_CHECK(e);
+  return p;
+}
+
+void device_free(void* p, Device device) noexcept {
+  if (!p) return;
+  int current = -1;
+  if (cudaGetDevice(&current) != cudaSuccess) return;
+  if (current != device.index) (void)cudaSetDevice(device.index);
+  cudaStream_t s = nullptr;
+  {
+    std::lock_guard lock(g_mutex);
+    s = state(device.index).user_stream ? state(device.index).user_stream : state(device.index).own_stream;
+  }
+  if (cudaFreeAsync(p, s) != cudaSuccess) (void)cudaGetLastError();  // at exit the runtime may be gone
+  if (current != device.index) (void)cudaSetDevice(current);
+}
+
+}  // namespace detail
+}  // namespace octet

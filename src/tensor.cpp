@@ -1,0 +1,345 @@
+// Tensor: storage, construction, device/dtype transfer, reshape, transpose, copy, and the
+// argument checks of src/check.hpp.
+#include "octet/tensor.hpp"
+
+#include <cstdlib>
+#include <sstream>
+
+#include "octet/autograd.hpp"
+#include "kernels/ops.cuh"
+#include "src/check.hpp"
+#include "src/cpu/ops.hpp"
+#include "src/cuda_check.hpp"
+#include "src/runtime_internal.hpp"
+
+namespace octet {
+
+std::string shape_str(const Shape& s) {
+  std::ostringstream o;
+  o << '(';
+  for (size_t i = 0; i < s.size(); ++i) o << (i ? ", " : "") << s[i];
+  if (s.size() == 1) o << ',';
+  o << ')';
+  return o.str();
+}
+
+int64_t shape_numel(const Shape& s) {
+  int64_t n = 1;
+  for (int64_t d : s) n *= d;
+  return n;
+}
+
+Storage::Storage(size_t nbytes, Device dev) : bytes(nbytes), device(dev) {
+  if (nbytes == 0) return;
+  if (dev.is_cpu()) {
+    const size_t rounded = (nbytes + 63) / 64 * 64;
+    data = std::aligned_alloc(64, rounded);
+    if (!data) throw Error(cat("out of host memory: asked for ", nbytes, " bytes"));
+  } else {
+    data = detail::device_alloc(nbytes, dev);
+  }
+}
+
+Storage::~Storage() {
+  if (!data) return;
+  if (device.is_cpu()) std::free(data);
+  else detail::device_free(data, device);
+}
+
+namespace check {
+
+std::string dtypes_str(std::initializer_list<DType> allowed) {
+  std::string s;
+  size_t i = 0;
+  for (DType t : allowed) {
+    if (i) s += (i + 1 == allowed.size()) ? " or " : ", ";
+    s += dtype_name(t);
+    ++i;
+  }
+  return s;
+}
+
+void defined(std::string_view op, std::string_view arg, const Tensor& t) {
+  if (!t.defined()) fail_arg(op, arg, "a defined tensor", "an undefined (default-constructed) tensor");
+}
+
+void dtype_in(std::string_view op, std::string_view arg, const Tensor& t, std::initializer_list<DType> allowed) {
+  defined(op, arg, t);
+  for (DType d : allowed) if (t.dtype() == d) return;
+  fail_arg(op, arg, cat("dtype ", dtypes_str(allowed)), cat("dtype ", dtype_name(t.dtype())));
+}
+
+void dtype_is(std::string_view op, std::string_view arg, const Tensor& t, DType expected) {
+  defined(op, arg, t);
+  if (t.dtype() != expected) fail_arg(op, arg, cat("dtype ", dtype_name(expected)), cat("dtype ", dtype_name(t.dtype())));
+}
+
+void device_is(std::string_view op, std::string_view arg, const Tensor& t, Device expected) {
+  defined(op, arg, t);
+  if (t.device() != expected) fail_arg(op, arg, cat("a tensor on ", expected.str()), cat("a tensor on ", t.device().str()));
+}
+
+void shape_is(std::string_view op, std::string_view arg, const Tensor& t, const Shape& expected) {
+  defined(op, arg, t);
+  if (t.shape() != expected) fail_arg(op, arg, cat("shape ", shape_str(expected)), cat("shape ", shape_str(t.shape())));
+}
+
+void dim_in(std::string_view op, std::string_view arg, const Tensor& t, int64_t lo, int64_t hi) {
+  defined(op, arg, t);
+  if (t.dim() < lo || t.dim() > hi)
+    fail_arg(op, arg, lo == hi ? cat(lo, " dimensions") : cat(lo, " to ", hi, " dimensions"),
+             cat(t.dim(), " dimensions, shape ", shape_str(t.shape())));
+}
+
+void usable(std::string_view op, Device device) { detail::require_device(op, device); }
+
+}  // namespace check
+
+namespace {
+
+void check_shape(std::string_view op, const Shape& shape) {
+  for (int64_t d : shape)
+    if (d < 0) fail_arg(op, "shape", "non-negative sizes", shape_str(shape));
+}
+
+Tensor make(const Shape& shape, DType dtype, Device device) {
+  check_shape("Tensor::empty", shape);
+  check::usable("Tensor::empty", device);
+  auto impl = std::make_shared<TensorImpl>();
+  impl->shape = shape;
+  impl->dtype = dtype;
+  impl->storage = std::make_shared<Storage>(static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype), device);
+  return Tensor(std::move(impl));
+}
+
+// Copies n bytes between any two devices; waits only when the destination is the host.
+void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t n) {
+  if (n == 0) return;
+  if (dst_dev.is_cpu() && src_dev.is_cpu()) {
+    std::memcpy(dst, src, n);
+    return;
+  }
+  const Device dev = dst_dev.is_cuda() ? dst_dev : src_dev;
+  detail::DeviceGuard guard(dev);
+  cudaStream_t s = detail::stream(dev);
+  if (dst_dev.is_cuda() && src_dev.is_cuda() && dst_dev.index != src_dev.index) {
+    // Order after pending work on the source device, then copy peer-to-peer on dst's stream.
+    OCTET_CUDA_CHECK(cudaStreamSynchronize(detail::stream(src_dev)));
+    OCTET_CUDA_CHECK(cudaMemcpyPeerAsync(dst, dst_dev.index, src, src_dev.index, n, s));
+    return;
+  }
+  OCTET_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDefault, s));
+  if (dst_dev.is_cpu()) OCTET_CUDA_CHECK(cudaStreamSynchronize(s));
+}
+
+}  // namespace
+
+Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) { return make(shape, dtype, device); }
+
+Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) { return full(shape, 0.0, dtype, device); }
+
+Tensor Tensor::ones(const Shape& shape, DType dtype, Device device) { return full(shape, 1.0, dtype, device); }
+
+Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device) {
+  Tensor t = make(shape, dtype, device);
+  t.fill_(value);
+  return t;
+}
+
+Tensor Tensor::from_host(const void* data, size_t count, DType dtype, const Shape& shape, Device device) {
+  check_shape("Tensor::from_vector", shape);
+  if (static_cast<int64_t>(count) != shape_numel(shape))
+    fail_arg("Tensor::from_vector", "values", cat(shape_numel(shape), " values for shape ", shape_str(shape)),
+             cat(count, " values"));
+  Tensor t = make(shape, dtype, device);
+  copy_bytes(t.data(), device, data, Device::cpu(), t.nbytes());
+  return t;
+}
+
+const Shape& Tensor::shape() const {
+  check::defined("Tensor::shape", "self", *this);
+  return impl_->shape;
+}
+
+int64_t Tensor::size(int64_t d) const {
+  const int64_t nd = dim();
+  if (d < -nd || d >= nd) fail_arg("Tensor::size", "d", cat("a dimension in [", -nd, ", ", nd, ")"), cat(d));
+  return impl_->shape[static_cast<size_t>(d < 0 ? d + nd : d)];
+}
+
+DType Tensor::dtype() const {
+  check::defined("Tensor::dtype", "self", *this);
+  return impl_->dtype;
+}
+
+Device Tensor::device() const {
+  check::defined("Tensor::device", "self", *this);
+  return impl_->storage->device;
+}
+
+std::string Tensor::str() const {
+  if (!defined()) return "undefined tensor";
+  return cat(dtype_name(dtype()), shape_str(shape()), " on ", device().str());
+}
+
+void* Tensor::data() const {
+  check::defined("Tensor::data", "self", *this);
+  if (!impl_->storage->data) return nullptr;
+  return static_cast<char*>(impl_->storage->data) + impl_->offset * static_cast<int64_t>(dtype_size(impl_->dtype));
+}
+
+void Tensor::check_element_type(DType t) const {
+  check::dtype_is("Tensor::data_ptr", "T", *this, t);
+}
+
+Tensor Tensor::to(Device device) const {
+  check::defined("Tensor::to", "self", *this);
+  if (device == this->device()) return *this;
+  check::usable("Tensor::to", device);
+  Tensor out = make(shape(), dtype(), device);
+  copy_bytes(out.data(), device, data(), this->device(), nbytes());
+  return out;
+}
+
+Tensor Tensor::to(DType dtype) const {
+  check::defined("Tensor::to", "self", *this);
+  if (dtype == this->dtype()) return *this;
+  Tensor out = make(shape(), dtype, device());
+  if (device().is_cpu()) {
+    cpu::convert(data(), this->dtype(), out.data(), dtype, numel());
+  } else {
+    detail::DeviceGuard g(device());
+    kernels::convert(data(), this->dtype(), out.data(), dtype, numel(), detail::stream(device()));
+  }
+  if (autograd::needs_grad({*this}) && is_floating(dtype)) {
+    const DType from = this->dtype();
+    autograd::record("to", {*this}, out, [from](const Tensor& g) { return std::vector<Tensor>{g.to(from)}; });
+  }
+  return out;
+}
+
+Tensor Tensor::to(DType dtype, Device device) const {
+  // Convert where the data is when it shrinks, on the destination when it grows.
+  if (dtype_size(dtype) <= dtype_size(this->dtype())) return to(dtype).to(device);
+  return to(device).to(dtype);
+}
+
+double Tensor::item() const {
+  if (numel() != 1) fail_arg("Tensor::item", "self", "a tensor with exactly one element", str());
+  return to_vector<double>()[0];
+}
+
+Tensor Tensor::reshape(const Shape& new_shape) const {
+  check::defined("Tensor::reshape", "self", *this);
+  Shape s = new_shape;
+  int64_t known = 1, infer = -1;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == -1) {
+      if (infer >= 0) fail_arg("Tensor::reshape", "shape", "at most one -1", shape_str(new_shape));
+      infer = static_cast<int64_t>(i);
+    } else if (s[i] < 0) {
+      fail_arg("Tensor::reshape", "shape", "non-negative sizes or one -1", shape_str(new_shape));
+    } else {
+      known *= s[i];
+    }
+  }
+  if (infer >= 0) {
+    if (known == 0 || numel() % known != 0)
+      fail_arg("Tensor::reshape", "shape", cat("a shape with ", numel(), " elements"), shape_str(new_shape));
+    s[static_cast<size_t>(infer)] = numel() / known;
+  }
+  if (shape_numel(s) != numel())
+    fail_arg("Tensor::reshape", "shape", cat("a shape with ", numel(), " elements (from ", shape_str(shape()), ")"),
+             shape_str(new_shape));
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = impl_->storage;
+  impl->shape = s;
+  impl->dtype = impl_->dtype;
+  impl->offset = impl_->offset;
+  Tensor out(std::move(impl));
+  if (autograd::needs_grad({*this})) {
+    const Shape old = shape();
+    autograd::record("reshape", {*this}, out, [old](const Tensor& g) { return std::vector<Tensor>{g.reshape(old)}; });
+  }
+  return out;
+}
+
+Tensor Tensor::t() const {
+  check::dim_in("Tensor::t", "self", *this, 2, 2);
+  const int64_t rows = shape()[0], cols = shape()[1];
+  Tensor out = make({cols, rows}, dtype(), device());
+  if (device().is_cpu()) {
+    cpu::transpose2d(data(), out.data(), rows, cols, dtype_size(dtype()));
+  } else {
+    detail::DeviceGuard g(device());
+    kernels::transpose2d(data(), out.data(), rows, cols, dtype_size(dtype()), detail::stream(device()));
+  }
+  if (autograd::needs_grad({*this}))
+    autograd::record("t", {*this}, out, [](const Tensor& g) { return std::vector<Tensor>{g.t()}; });
+  return out;
+}
+
+Tensor Tensor::clone() const {
+  check::defined("Tensor::clone", "self", *this);
+  Tensor out = make(shape(), dtype(), device());
+  copy_bytes(out.data(), device(), data(), device(), nbytes());
+  if (autograd::needs_grad({*this}))
+    autograd::record("clone", {*this}, out, [](const Tensor& g) { return std::vector<Tensor>{g}; });
+  return out;
+}
+
+void Tensor::copy_(const Tensor& src) {
+  check::defined("Tensor::copy_", "self", *this);
+  check::shape_is("Tensor::copy_", "src", src, shape());
+  const Tensor converted = src.detach().to(dtype(), device());  // src itself when nothing changes
+  copy_bytes(data(), device(), converted.data(), device(), nbytes());
+}
+
+void Tensor::fill_(double value) {
+  check::defined("Tensor::fill_", "self", *this);
+  if (device().is_cpu()) {
+    cpu::fill(dtype(), data(), numel(), value);
+  } else {
+    detail::DeviceGuard g(device());
+    kernels::fill(dtype(), data(), numel(), value, detail::stream(device()));
+  }
+}
+
+Tensor& Tensor::requires_grad_(bool on) {
+  check::defined("Tensor::requires_grad_", "self", *this);
+  if (on && !is_floating(dtype()))
+    fail_arg("Tensor::requires_grad_", "self", "a floating-point tensor", str());
+  impl_->requires_grad = on;
+  return *this;
+}
+
+bool Tensor::requires_grad() const { return impl_ && impl_->requires_grad; }
+
+Tensor Tensor::grad() const {
+  check::defined("Tensor::grad", "self", *this);
+  return impl_->grad ? Tensor(impl_->grad) : Tensor();
+}
+
+void Tensor::set_grad(const Tensor& g) {
+  check::defined("Tensor::set_grad", "self", *this);
+  impl_->grad = g.impl_ptr();
+}
+
+void Tensor::zero_grad() {
+  check::defined("Tensor::zero_grad", "self", *this);
+  impl_->grad.reset();
+}
+
+Tensor Tensor::detach() const {
+  check::defined("Tensor::detach", "self", *this);
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = impl_->storage;
+  impl->shape = impl_->shape;
+  impl->dtype = impl_->dtype;
+  impl->offset = impl_->offset;
+  return Tensor(std::move(impl));
+}
+
+bool Tensor::is_leaf() const { return !impl_ || !impl_->grad_fn; }
+
+}  // namespace octet

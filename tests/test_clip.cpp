@@ -1,0 +1,2 @@
+// (to be written) tests of the clip family.
+#include "tests/helpers.hpp"

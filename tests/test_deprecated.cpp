@@ -1,0 +1,2 @@
+// (to be written) tests of the deprecated family.
+#include "tests/helpers.hpp"

@@ -1,0 +1,141 @@
+// Core ops against f64 references on fresh random inputs, all float dtypes, odd and zero sizes;
+// CPU against CUDA; determinism of reductions; matmul against an f64 CPU reference.
+#include <cmath>
+
+#include "tests/helpers.hpp"
+
+using namespace octet;
+
+namespace {
+
+const DType kFloats[] = {DType::f32, DType::f64, DType::f16, DType::bf16};
+
+double tol(DType t) {
+  switch (t) {
+    case DType::f64: return 1e-12;
+    case DType::f32: return 1e-6;
+    case DType::f16: return 1e-3;
+    default: return 8e-3;
+  }
+}
+
+void check_elementwise(Device d) {
+  for (DType t : kFloats) {
+    for (int64_t n : {0, 1, 33, 1000}) {
+      CAPTURE(dtype_name(t));
+      CAPTURE(n);
+      Tensor a = randn({n}, DType::f64).to(t), b = randn({n}, DType::f64).to(t);
+      auto av = test::values(a), bv = test::values(b);
+      Tensor ad = a.to(d), bd = b.to(d);
+      auto sum_v = test::values(add(ad, bd)), diff_v = test::values(sub(ad, bd)), prod_v = test::values(mul(ad, bd));
+      auto abs_v = test::values(abs(ad)), sc_v = test::values(scale(ad, -2.5)), g_v = test::values(gelu(ad));
+      for (size_t i = 0; i < av.size(); ++i) {
+        const double x = av[i], y = bv[i];
+        CHECK(sum_v[i] == doctest::Approx(x + y).epsilon(tol(t)).scale(1));
+        CHECK(diff_v[i] == doctest::Approx(x - y).epsilon(tol(t)).scale(1));
+        CHECK(prod_v[i] == doctest::Approx(x * y).epsilon(tol(t)).scale(1));
+        CHECK(abs_v[i] == std::fabs(x));
+        CHECK(sc_v[i] == doctest::Approx(-2.5 * x).epsilon(tol(t)));
+        CHECK(g_v[i] == doctest::Approx(0.5 * x * (1 + std::erf(x / std::sqrt(2.0)))).epsilon(tol(t)).scale(1));
+      }
+      double s = 0, m = 0;
+      for (double x : av) { s += x; m = std::max(m, std::fabs(x)); }
+      CHECK(sum(ad).item() == doctest::Approx(s).epsilon(tol(t) * 10).scale(1));
+      if (n > 0) CHECK(mean(ad).item() == doctest::Approx(s / n).epsilon(tol(t) * 10).scale(1));
+      else CHECK(std::isnan(mean(ad).item()));
+      CHECK(max_abs(ad).item() == static_cast<double>(static_cast<float>(m)));  // max_abs is f32
+    }
+  }
+}
+
+void check_reductions_special(Device d) {
+  Tensor x = Tensor::from_vector(std::vector<float>{1.0f, -5.0f, NAN, 2.0f}, d);
+  CHECK(std::isnan(max_abs(x).item()));
+  Tensor y = Tensor::from_vector(std::vector<float>{1.0f, -INFINITY, 2.0f}, d);
+  CHECK(std::isinf(max_abs(y).item()));
+  CHECK(max_abs(Tensor::empty({0}, DType::f32, d)).item() == 0.0);
+  // determinism: same input, same bits
+  Tensor big = randn({3000001}, DType::f32, d);
+  CHECK(test::bitwise_equal(sum(big), sum(big)));
+  CHECK(test::bitwise_equal(mean(big), mean(big)));
+}
+
+void check_bias_and_rows(Device d) {
+  for (DType t : kFloats) {
+    Tensor x = randn({5, 7, 3}, DType::f64).to(t), b = randn({3}, DType::f64).to(t);
+    auto xv = test::values(x), bv = test::values(b);
+    auto out = test::values(add_bias(x.to(d), b.to(d)));
+    auto rows = test::values(sum_rows(x.to(d)));
+    for (size_t i = 0; i < xv.size(); ++i) CHECK(out[i] == doctest::Approx(xv[i] + bv[i % 3]).epsilon(tol(t)).scale(1));
+    for (size_t c = 0; c < 3; ++c) {
+      double s = 0;
+      for (size_t r = 0; r < 35; ++r) s += xv[r * 3 + c];
+      CHECK(rows[c] == doctest::Approx(s).epsilon(tol(t) * 10).scale(1));
+    }
+  }
+}
+
+// f64 CPU reference
+std::vector<double> ref_matmul(const std::vector<double>& a, const std::vector<double>& b, int64_t m, int64_t k, int64_t n) {
+  std::vector<double> c(static_cast<size_t>(m * n), 0.0);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t p = 0; p < k; ++p)
+      for (int64_t j = 0; j < n; ++j) c[static_cast<size_t>(i * n + j)] += a[static_cast<size_t>(i * k + p)] * b[static_cast<size_t>(p * n + j)];
+  return c;
+}
+
+void check_matmul(Device d) {
+  const int64_t sizes[][3] = {{1, 1, 1}, {7, 16, 33}, {33, 7, 1}, {16, 33, 7}, {0, 5, 3}, {4, 0, 3}, {4, 5, 0}, {65, 129, 31}};
+  for (DType t : kFloats) {
+    for (const auto& s : sizes) {
+      const int64_t m = s[0], k = s[1], n = s[2];
+      CAPTURE(dtype_name(t));
+      CAPTURE(m); CAPTURE(k); CAPTURE(n);
+      Tensor a = randn({m, k}, DType::f64).to(t), b = randn({k, n}, DType::f64).to(t);
+      Tensor c = matmul(a.to(d), b.to(d));
+      REQUIRE(c.shape() == Shape{m, n});
+      REQUIRE(c.dtype() == t);
+      Tensor ref = Tensor::from_vector(ref_matmul(test::values(a), test::values(b), m, k, n), {m, n});
+      // relative error bounded by the dtype's rounding of the output and K-term accumulation
+      const double bound = t == DType::f64 ? 1e-13 : t == DType::f32 ? 1e-6 : t == DType::f16 ? 2e-3 : 1e-2;
+      if (m * n > 0) CHECK(test::rel_error(c.to(DType::f64), ref) < bound);
+      if (k == 0 && m * n > 0) CHECK(test::max_abs_diff(c.to(DType::f64), Tensor::zeros({m, n}, DType::f64)) == 0.0);
+    }
+  }
+  // batched 3-D x 2-D
+  Tensor a3 = randn({3, 5, 7}), b2 = randn({7, 4});
+  Tensor c3 = matmul(a3.to(d), b2.to(d));
+  CHECK(c3.shape() == Shape{3, 5, 4});
+  Tensor c2 = matmul(a3.reshape({15, 7}).to(d), b2.to(d));
+  CHECK(test::max_abs_diff(c3.reshape({15, 4}), c2) < 1e-6);
+}
+
+}  // namespace
+
+OCTET_TEST_BOTH("elementwise ops and reductions against f64", check_elementwise)
+OCTET_TEST_BOTH("reductions: NaN, Inf, empty, determinism", check_reductions_special)
+OCTET_TEST_BOTH("add_bias and sum_rows", check_bias_and_rows)
+OCTET_TEST_BOTH("matmul against an f64 reference", check_matmul)
+
+TEST_CASE("op argument errors") {
+  Tensor a = Tensor::zeros({2, 3}), b = Tensor::zeros({3, 2});
+  CHECK_THROWS_WITH_AS(add(a, b), doctest::Contains("add: argument 'b': expected shape (2, 3)"), Error);
+  CHECK_THROWS_WITH_AS(add(a, a.to(DType::f16)), doctest::Contains("dtype f32"), Error);
+  CHECK_THROWS_WITH_AS(add(Tensor::zeros({2}, DType::i32), Tensor::zeros({2}, DType::i32)), doctest::Contains("f32, f64, f16 or bf16"), Error);
+  CHECK_THROWS_WITH_AS(matmul(a, a), doctest::Contains("matmul: argument 'b'"), Error);
+  CHECK_THROWS_WITH_AS(matmul(Tensor::zeros({2}), a), doctest::Contains("2 to 3 dimensions"), Error);
+  CHECK_THROWS_WITH_AS(matmul(a, Tensor::zeros({3, 2, 1})), doctest::Contains("2 dimensions"), Error);
+  CHECK_THROWS_WITH_AS(add_bias(a, Tensor::zeros({2})), doctest::Contains("shape (3,)"), Error);
+  CHECK_THROWS_AS(sum(Tensor()), Error);
+}
+
+OCTET_CUDA_TEST("CPU and CUDA agree on the core ops") {
+  const Device g = Device::cuda(0);
+  Tensor a = randn({129, 65}), b = randn({65, 31}), c = randn({129, 65});
+  CHECK(test::bitwise_equal(add(a, c), add(a.to(g), c.to(g))));
+  CHECK(test::bitwise_equal(mul(a, c), mul(a.to(g), c.to(g))));
+  CHECK(test::max_abs_diff(gelu(a), gelu(a.to(g))) < 1e-6);
+  CHECK(test::rel_error(matmul(a.to(g), b.to(g)), matmul(a, b)) < 1e-6);
+  CHECK(test::max_abs_diff(sum(a), sum(a.to(g))) < 1e-3);
+  CHECK(max_abs(a).item() == max_abs(a.to(g)).item());
+}

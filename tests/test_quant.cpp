@@ -1,0 +1,2 @@
+// (to be written) tests of the quant family.
+#include "tests/helpers.hpp"
