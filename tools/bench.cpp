@@ -1,11 +1,145 @@
-// (to be written) octet bench.
+// octet bench: measures the ceilings, runs the registered family benchmarks (all, or those
+// named on the command line), prints a table and writes JSON (--json FILE).
+#include "tools/bench.hpp"
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
 #include <cstdio>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
 
 #include "tools/commands.hpp"
 
-namespace octet::cli {
-int bench(const Args&) {
-  std::fprintf(stderr, "octet bench: not built yet\n");
-  return 2;
+namespace octet::bench {
+namespace {
+
+std::vector<std::pair<std::string, BenchFn>>& registry() {
+  static std::vector<std::pair<std::string, BenchFn>> r;
+  return r;
 }
+
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw Error(cat("bench: ", what, ": ", cudaGetErrorString(e)));
+}
+
+void measure_ceilings(Context& ctx) {
+  const size_t bytes = size_t(1) << 30;
+  Tensor a = Tensor::empty({int64_t(bytes)}, DType::u8, ctx.device);
+  Tensor b = Tensor::empty({int64_t(bytes)}, DType::u8, ctx.device);
+  cudaStream_t s = current_stream(ctx.device.index);
+  double mn = 0;
+  const double ms = ctx.time_ms([&](int) { check(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, s), "copy"); }, &mn);
+  ctx.ceilings.copy_gbps = 2.0 * bytes / (ms * 1e-3) / 1e9;
+  ctx.add_bandwidth("ceiling", "device copy", "1 GiB D2D", 2.0 * bytes, ms, mn);
+  const int64_t n = 8192;
+  for (DType t : {DType::f32, DType::f16, DType::bf16}) {
+    Tensor x = randn({n, n}, t, ctx.device), y = randn({n, n}, t, ctx.device);
+    double gmin = 0;
+    const double gms = ctx.time_ms([&](int) { (void)matmul(x, y); }, &gmin);
+    const double tflops = 2.0 * n * n * n / (gms * 1e-3) / 1e12;
+    (t == DType::f32 ? ctx.ceilings.gemm_f32_tflops : t == DType::f16 ? ctx.ceilings.gemm_f16_tflops : ctx.ceilings.gemm_bf16_tflops) = tflops;
+    ctx.add_rate("ceiling", "cuBLAS GEMM", cat(dtype_name(t), " 8192^3"), 2.0 * n * n * n, gms, gmin, 0);
+  }
+}
+
+}  // namespace
+
+Registrar::Registrar(const char* family, BenchFn fn) { registry().emplace_back(family, fn); }
+
+double Context::time_ms(const std::function<void(int)>& fn, double* min_ms) {
+  cudaStream_t s = current_stream(device.index);
+  for (int i = 0; i < warmup; ++i) fn(i);
+  cudaEvent_t start, stop;
+  check(cudaEventCreate(&start), "event");
+  check(cudaEventCreate(&stop), "event");
+  std::vector<float> times;
+  for (int i = 0; i < runs; ++i) {
+    check(cudaEventRecord(start, s), "record");
+    fn(i);
+    check(cudaEventRecord(stop, s), "record");
+    check(cudaEventSynchronize(stop), "sync");
+    float ms = 0;
+    check(cudaEventElapsedTime(&ms, start, stop), "elapsed");
+    times.push_back(ms);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  std::sort(times.begin(), times.end());
+  if (min_ms) *min_ms = times.front();
+  return times[times.size() / 2];
+}
+
+Record& Context::add_bandwidth(std::string family, std::string name, std::string params, double bytes, double median_ms,
+                               double min_ms, std::string target, std::string note) {
+  Record r{std::move(family), std::move(name), std::move(params), median_ms, min_ms,
+           bytes / (median_ms * 1e-3) / 1e9, "GB/s", ceilings.copy_gbps, std::move(target), std::move(note)};
+  records.push_back(std::move(r));
+  return records.back();
+}
+
+Record& Context::add_rate(std::string family, std::string name, std::string params, double flops, double median_ms,
+                          double min_ms, double ceiling_tflops, std::string target, std::string note) {
+  Record r{std::move(family), std::move(name), std::move(params), median_ms, min_ms,
+           flops / (median_ms * 1e-3) / 1e12, "TFLOP/s", ceiling_tflops, std::move(target), std::move(note)};
+  records.push_back(std::move(r));
+  return records.back();
+}
+
+Record& Context::add_value(std::string family, std::string name, std::string params, double value, std::string unit,
+                           double median_ms, std::string target, std::string note) {
+  Record r{std::move(family), std::move(name), std::move(params), median_ms, median_ms, value, std::move(unit), 0,
+           std::move(target), std::move(note)};
+  records.push_back(std::move(r));
+  return records.back();
+}
+
+}  // namespace octet::bench
+
+namespace octet::cli {
+
+int bench(const Args& args) {
+  std::string json_path;
+  std::vector<std::string> families;
+  bench::Context ctx;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--json" && i + 1 < args.size()) json_path = args[++i];
+    else if (args[i] == "--runs" && i + 1 < args.size()) ctx.runs = std::max(1, std::stoi(args[++i]));
+    else if (args[i].rfind("--", 0) == 0) throw Error(cat("bench: unknown option ", args[i]));
+    else families.push_back(args[i]);
+  }
+  if (!cuda_available()) {
+    std::printf("octet bench: no CUDA device; the benchmarks measure GPU kernels\n");
+    return 0;
+  }
+  bench::measure_ceilings(ctx);
+  for (auto& [family, fn] : bench::registry()) {
+    if (!families.empty() && std::find(families.begin(), families.end(), family) == families.end()) continue;
+    fn(ctx);
+  }
+  cudaDeviceProp p{};
+  cudaGetDeviceProperties(&p, ctx.device.index);
+  std::printf("%-9s %-34s %-36s %10s %12s %8s  %s\n", "family", "op", "params", "median ms", "value", "% ceil", "target / note");
+  for (const auto& r : ctx.records) {
+    const double pct = r.ceiling > 0 ? 100.0 * r.value / r.ceiling : 0.0;
+    std::printf("%-9s %-34s %-36s %10.4f %8.1f %-7s %6.1f%%  %s%s%s\n", r.family.c_str(), r.name.c_str(), r.params.c_str(),
+                r.median_ms, r.value, r.unit.c_str(), pct, r.target.c_str(), r.note.empty() ? "" : "; ", r.note.c_str());
+  }
+  if (!json_path.empty()) {
+    nlohmann::json j;
+    j["device"] = p.name;
+    j["ceilings"] = {{"copy_gbps", ctx.ceilings.copy_gbps}, {"gemm_f32_tflops", ctx.ceilings.gemm_f32_tflops},
+                     {"gemm_f16_tflops", ctx.ceilings.gemm_f16_tflops}, {"gemm_bf16_tflops", ctx.ceilings.gemm_bf16_tflops}};
+    j["runs"] = ctx.runs;
+    for (const auto& r : ctx.records)
+      j["records"].push_back({{"family", r.family}, {"name", r.name}, {"params", r.params}, {"median_ms", r.median_ms},
+                              {"min_ms", r.min_ms}, {"value", r.value}, {"unit", r.unit}, {"ceiling", r.ceiling},
+                              {"percent_of_ceiling", r.ceiling > 0 ? 100.0 * r.value / r.ceiling : 0.0},
+                              {"target", r.target}, {"note", r.note}});
+    std::ofstream(json_path) << j.dump(2) << "\n";
+  }
+  return 0;
+}
+
 }  // namespace octet::cli
