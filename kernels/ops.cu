@@ -136,6 +136,13 @@ template <class T> __global__ void sum_rows_kernel(const T* x, T* out, int64_t r
   }
 }
 
+template <class T> __global__ void axpy_kernel(const T* x, T* y, int64_t n, double alpha) {
+  using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
+  const A al = static_cast<A>(alpha);
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = store<T>(fma(al, load_acc<T, A>(x[i]), load_acc<T, A>(y[i])));
+}
+
 template <class I, class O> __global__ void convert_kernel(const I* in, O* out, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     if constexpr (std::is_same_v<I, double> || std::is_same_v<I, int64_t> || std::is_same_v<I, int32_t> ||
@@ -238,6 +245,15 @@ void sum_rows(DType t, const void* x, void* out, int64_t rows, int64_t cols, cud
     using T = typename decltype(tag)::type;
     sum_rows_kernel<<<grid_for(cols, 128), 128, 0, s>>>(static_cast<const T*>(x), static_cast<T*>(out), rows, cols);
     OCTET_LAUNCH_CHECK("sum_rows_kernel");
+  });
+}
+
+void axpy(DType t, double alpha, const void* x, void* y, int64_t n, cudaStream_t s) {
+  if (n == 0) return;
+  visit_float(t, "axpy", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    axpy_kernel<<<grid_for(n, 256), 256, 0, s>>>(static_cast<const T*>(x), static_cast<T*>(y), n, alpha);
+    OCTET_LAUNCH_CHECK("axpy_kernel");
   });
 }
 

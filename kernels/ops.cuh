@@ -20,5 +20,6 @@ void unary(Unary op, DType t, const void* x, double alpha, void* out, int64_t n,
 void reduce(Reduce op, DType t, const void* x, int64_t n, void* out, cudaStream_t s);
 void add_bias(DType t, const void* x, const void* bias, void* out, int64_t rows, int64_t cols, cudaStream_t s);
 void sum_rows(DType t, const void* x, void* out, int64_t rows, int64_t cols, cudaStream_t s);
+void axpy(DType t, double alpha, const void* x, void* y, int64_t n, cudaStream_t s);
 
 }  // namespace octet::kernels

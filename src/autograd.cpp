@@ -1,10 +1,13 @@
-// The autograd engine: recording (record/needs_grad/refuse), backward, NoGradGuard.
-// The tape is the graph of Nodes hanging off outputs' grad_fn; recording order (a per-thread
-// sequence number) is a valid topological order, so backward runs the reachable nodes by
-// decreasing sequence. Backward functions run with recording off (no higher-order gradients).
+// The autograd engine: recording (record/needs_grad/refuse), in-place checks, saved tensors,
+// backward and NoGradGuard.
+// The tape is the graph of Nodes hanging off outputs' grad_fn. The sequence number is global
+// and increasing, and a node's inputs exist before it is recorded, so decreasing sequence is a
+// reverse topological order even for graphs built on several threads. Gradients of non-leaf
+// tensors are keyed by their producing node, gradients of leaves by the leaf.
 #include "octet/autograd.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -14,7 +17,7 @@
 namespace octet {
 namespace {
 thread_local bool t_grad_enabled = true;
-thread_local uint64_t t_sequence = 0;
+std::atomic<uint64_t> g_sequence{0};
 }  // namespace
 
 bool grad_enabled() { return t_grad_enabled; }
@@ -23,6 +26,29 @@ NoGradGuard::NoGradGuard() : previous_(t_grad_enabled) { t_grad_enabled = false;
 NoGradGuard::~NoGradGuard() { t_grad_enabled = previous_; }
 
 namespace autograd {
+
+namespace {
+// Moves the grad_fn of inputs that only this list still holds into `out`, then clears the list.
+void steal_chain(std::vector<Tensor>& inputs, std::vector<std::shared_ptr<Node>>& out) {
+  for (Tensor& t : inputs)
+    if (t.defined() && t.impl_ptr().use_count() == 1 && t.impl()->grad_fn) out.push_back(std::move(t.impl()->grad_fn));
+  inputs.clear();
+}
+}  // namespace
+
+Node::~Node() {
+  // A chain of 10^5 nodes released recursively (node -> input impl -> grad_fn -> ...) would
+  // overflow the stack; unlink it into a worklist instead.
+  std::vector<std::shared_ptr<Node>> pending;
+  steal_chain(inputs, pending);
+  while (!pending.empty()) {
+    std::shared_ptr<Node> n = std::move(pending.back());
+    pending.pop_back();
+    if (n.use_count() == 1) steal_chain(n->inputs, pending);
+  }
+}
+
+bool differentiable(DType t) { return t == DType::f32 || t == DType::f64 || t == DType::f16 || t == DType::bf16; }
 
 bool needs_grad(const std::vector<Tensor>& inputs) {
   if (!t_grad_enabled) return false;
@@ -33,12 +59,12 @@ bool needs_grad(const std::vector<Tensor>& inputs) {
 
 void record(std::string name, std::vector<Tensor> inputs, Tensor& output, BackwardFn fn) {
   if (!needs_grad(inputs)) return;
+  OCTET_CHECK(differentiable(output.dtype()), name, "cannot record an output of dtype ", dtype_name(output.dtype()));
   auto node = std::make_shared<Node>();
   node->name = std::move(name);
   node->inputs = std::move(inputs);
-  node->output = output.impl_ptr();
   node->backward = std::move(fn);
-  node->sequence = ++t_sequence;
+  node->sequence = ++g_sequence;
   output.impl()->grad_fn = std::move(node);
   output.impl()->requires_grad = true;
 }
@@ -48,11 +74,52 @@ void refuse(std::string_view op, const std::vector<Tensor>& inputs) {
     fail(op, "has no gradient, but an input requires grad; call it on detach()ed inputs or under NoGradGuard");
 }
 
+void mark_inplace(std::string_view op, std::string_view arg, const Tensor& t) {
+  check::defined(op, arg, t);
+  if (t_grad_enabled && t.requires_grad())
+    fail_arg(op, arg, "a tensor that does not require grad (in-place writes are not recorded; use NoGradGuard)",
+             cat(t.str(), " that requires grad"));
+  ++t.impl()->storage->version;
+}
+
+SavedTensor::SavedTensor(const Tensor& t, const char* op) : op_(op) {
+  if (!t.defined()) return;
+  tensor_ = t.detach();
+  version_ = t.impl()->storage->version;
+}
+
+const Tensor& SavedTensor::get() const {
+  if (tensor_.defined() && tensor_.impl()->storage->version != version_)
+    fail("backward", cat("a tensor ", tensor_.str(), " saved by '", op_,
+                         "' was written in place after the forward; its gradient would be wrong"));
+  return tensor_;
+}
+
 }  // namespace autograd
 
 namespace {
 
 void accumulate(Tensor& slot, const Tensor& g) { slot = slot.defined() ? add(slot, g) : g; }
+
+// The nodes reachable from root, in reverse recording order. Throws if one was freed.
+std::vector<std::shared_ptr<autograd::Node>> reachable(const Tensor& root) {
+  std::vector<std::shared_ptr<autograd::Node>> nodes, stack;
+  std::unordered_set<autograd::Node*> seen;
+  if (root.impl()->grad_fn) stack.push_back(root.impl()->grad_fn);
+  while (!stack.empty()) {
+    auto node = std::move(stack.back());
+    stack.pop_back();
+    if (!seen.insert(node.get()).second) continue;
+    if (node->consumed)
+      fail("backward", cat("the graph through '", node->name,
+                           "' was already freed by an earlier backward; run the forward again"));
+    for (const Tensor& in : node->inputs)
+      if (in.defined() && in.impl()->grad_fn) stack.push_back(in.impl()->grad_fn);
+    nodes.push_back(std::move(node));
+  }
+  std::sort(nodes.begin(), nodes.end(), [](const auto& a, const auto& b) { return a->sequence > b->sequence; });
+  return nodes;
+}
 
 }  // namespace
 
@@ -73,66 +140,48 @@ void backward(const Tensor& root, const Tensor& grad) {
     check::device_is("backward", "grad", seed, root.device());
   }
   NoGradGuard no_grad;
+  const auto nodes = reachable(root);
 
-  // Nodes reachable from the root.
-  std::vector<std::shared_ptr<autograd::Node>> nodes;
-  std::unordered_set<autograd::Node*> seen;
-  std::vector<std::shared_ptr<autograd::Node>> stack;
-  if (root.impl()->grad_fn) stack.push_back(root.impl()->grad_fn);
-  while (!stack.empty()) {
-    auto node = stack.back();
-    stack.pop_back();
-    if (!seen.insert(node.get()).second) continue;
-    if (node->consumed)
-      fail("backward", cat("the graph through '", node->name,
-                           "' was already freed by an earlier backward; run the forward again"));
-    nodes.push_back(node);
-    for (const Tensor& in : node->inputs)
-      if (in.defined() && in.impl()->grad_fn) stack.push_back(in.impl()->grad_fn);
-  }
-  std::sort(nodes.begin(), nodes.end(), [](const auto& a, const auto& b) { return a->sequence > b->sequence; });
-
-  // Gradients flowing into non-leaf tensors are keyed by the node that produced them (a node's
-  // output may already be gone once its consumers have freed their inputs); leaves by tensor.
   std::unordered_map<autograd::Node*, Tensor> node_grads;
   std::unordered_map<TensorImpl*, Tensor> leaf_grads;
-  std::vector<Tensor> leaves;
+  std::vector<Tensor> leaves;  // in first-reached order, keeps the impls alive
   if (root.impl()->grad_fn) {
     node_grads[root.impl()->grad_fn.get()] = seed;
   } else {
     leaves.push_back(root);
     leaf_grads[root.impl()] = seed;
   }
-  for (auto& node : nodes) {
+  for (const auto& node : nodes) {
     auto it = node_grads.find(node.get());
-    if (it != node_grads.end()) {
-      const Tensor g = it->second;
+    if (it != node_grads.end()) {  // nodes no gradient reached (unused outputs) only get freed
+      const Tensor g = std::move(it->second);
       node_grads.erase(it);
-      std::vector<Tensor> in_grads = node->backward(g);
-      OCTET_CHECK(in_grads.size() == node->inputs.size(), "backward",
-                  "node '", node->name, "' returned ", in_grads.size(), " gradients for ", node->inputs.size(), " inputs");
+      const std::vector<Tensor> in_grads = node->backward(g);
+      OCTET_CHECK(in_grads.size() == node->inputs.size(), "backward", "node '", node->name, "' returned ",
+                  in_grads.size(), " gradients for ", node->inputs.size(), " inputs");
       for (size_t i = 0; i < in_grads.size(); ++i) {
         const Tensor& in = node->inputs[i];
         if (!in.defined() || !in.requires_grad() || !in_grads[i].defined()) continue;
-        if (in_grads[i].shape() != in.shape() || in_grads[i].dtype() != in.dtype())
-          fail("backward", cat("node '", node->name, "' gave a gradient ", in_grads[i].str(), " for input ", i,
-                               " of ", in.str()));
+        const Tensor& gi = in_grads[i];
+        if (gi.shape() != in.shape() || gi.dtype() != in.dtype() || gi.device() != in.device())
+          fail("backward", cat("node '", node->name, "' gave a gradient ", gi.str(), " for input ", i, " of ", in.str()));
         if (in.impl()->grad_fn) {
-          accumulate(node_grads[in.impl()->grad_fn.get()], in_grads[i]);
+          accumulate(node_grads[in.impl()->grad_fn.get()], gi);
         } else {
           auto [slot, fresh] = leaf_grads.try_emplace(in.impl());
           if (fresh) leaves.push_back(in);
-          accumulate(slot->second, in_grads[i]);
+          accumulate(slot->second, gi);
         }
       }
     }
-    node->consumed = true;  // free what the node saved
+    node->consumed = true;  // release what the node saved
     node->inputs.clear();
     node->backward = nullptr;
   }
   for (Tensor& leaf : leaves) {
     const Tensor& g = leaf_grads[leaf.impl()];
-    Tensor existing = leaf.grad();
+    const Tensor existing = leaf.grad();
+    // clone: the gradient may alias the seed or another leaf's gradient (add passes g through)
     leaf.set_grad(existing.defined() ? add(existing, g) : g.clone());
   }
 }

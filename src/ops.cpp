@@ -16,11 +16,11 @@ namespace {
 
 constexpr std::initializer_list<DType> kFloat = {DType::f32, DType::f64, DType::f16, DType::bf16};
 
-void check_pair(const char* op, const Tensor& a, const Tensor& b) {
-  check::dtype_in(op, "a", a, kFloat);
-  check::dtype_is(op, "b", b, a.dtype());
-  check::device_is(op, "b", b, a.device());
-  check::shape_is(op, "b", b, a.shape());
+void check_pair(const char* op, const Tensor& a, const Tensor& b, const char* a_name = "a", const char* b_name = "b") {
+  check::dtype_in(op, a_name, a, kFloat);
+  check::dtype_is(op, b_name, b, a.dtype());
+  check::device_is(op, b_name, b, a.device());
+  check::shape_is(op, b_name, b, a.shape());
 }
 
 Tensor binary_op(const char* op, Binary kind, const Tensor& a, const Tensor& b) {
@@ -94,8 +94,11 @@ Tensor mul(const Tensor& a, const Tensor& b) {
   check_pair("mul", a, b);
   Tensor out = binary_op("mul", Binary::mul, a, b);
   if (autograd::needs_grad({a, b})) {
-    Tensor ad = a.detach(), bd = b.detach();
-    autograd::record("mul", {a, b}, out, [ad, bd](const Tensor& g) { return std::vector<Tensor>{mul(g, bd), mul(g, ad)}; });
+    const bool need_a = a.requires_grad(), need_b = b.requires_grad();
+    autograd::SavedTensor as(need_b ? a : Tensor(), "mul"), bs(need_a ? b : Tensor(), "mul");
+    autograd::record("mul", {a, b}, out, [as, bs, need_a, need_b](const Tensor& g) {
+      return std::vector<Tensor>{need_a ? mul(g, bs.get()) : Tensor(), need_b ? mul(g, as.get()) : Tensor()};
+    });
   }
   return out;
 }
@@ -199,13 +202,14 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   Tensor out = Tensor::empty(out_shape, a.dtype(), a.device());
   gemm_into(a, b, out, rows, k, n);
   if (autograd::needs_grad({a, b})) {
-    Tensor ad = a.detach(), bd = b.detach();
-    const bool need_a = a.requires_grad() || !a.is_leaf(), need_b = b.requires_grad() || !b.is_leaf();
-    autograd::record("matmul", {a, b}, out, [ad, bd, rows, k, n, need_a, need_b](const Tensor& g) {
+    const bool need_a = a.requires_grad(), need_b = b.requires_grad();
+    const Shape a_shape = a.shape();
+    autograd::SavedTensor as(need_b ? a : Tensor(), "matmul"), bs(need_a ? b : Tensor(), "matmul");
+    autograd::record("matmul", {a, b}, out, [as, bs, a_shape, rows, k, n, need_a, need_b](const Tensor& g) {
       Tensor ga, gb;
       Tensor g2 = g.reshape({rows, n});
-      if (need_a) ga = matmul(g2, bd.t()).reshape(ad.shape());          // (rows,N)(N,K)
-      if (need_b) gb = matmul(ad.reshape({rows, k}).t(), g2);           // (K,rows)(rows,N): sums over the batch
+      if (need_a) ga = matmul(g2, bs.get().t()).reshape(a_shape);        // (rows,N)(N,K)
+      if (need_b) gb = matmul(as.get().reshape({rows, k}).t(), g2);      // (K,rows)(rows,N): sums over the batch
       return std::vector<Tensor>{ga, gb};
     });
   }
@@ -256,17 +260,31 @@ Tensor gelu(const Tensor& x) {
   check::dtype_in("gelu", "x", x, kFloat);
   Tensor out = unary_op(Unary::gelu, x, 0.0);
   if (autograd::needs_grad({x})) {
-    Tensor xd = x.detach();
-    autograd::record("gelu", {x}, out, [xd](const Tensor& g) {
-      check::shape_is("gelu backward", "grad", g, xd.shape());
-      return std::vector<Tensor>{binary_op("gelu_backward", Binary::gelu_backward, xd, g)};
+    autograd::SavedTensor xs(x, "gelu");
+    autograd::record("gelu", {x}, out, [xs](const Tensor& g) {
+      return std::vector<Tensor>{binary_op("gelu_backward", Binary::gelu_backward, xs.get(), g)};
     });
   }
   return out;
 }
 
+void axpy_(const Tensor& y, double alpha, const Tensor& x) {
+  check::dtype_in("axpy_", "y", y, kFloat);
+  check::dtype_is("axpy_", "x", x, y.dtype());
+  check::device_is("axpy_", "x", x, y.device());
+  check::shape_is("axpy_", "x", x, y.shape());
+  autograd::refuse("axpy_", {x});
+  autograd::mark_inplace("axpy_", "y", y);
+  if (y.device().is_cpu()) {
+    cpu::axpy(y.dtype(), alpha, x.data(), y.data(), y.numel());
+  } else {
+    detail::DeviceGuard g(y.device());
+    kernels::axpy(y.dtype(), alpha, x.data(), y.data(), y.numel(), detail::stream(y.device()));
+  }
+}
+
 Tensor mse_loss(const Tensor& pred, const Tensor& target) {
-  check_pair("mse_loss", pred, target);
+  check_pair("mse_loss", pred, target, "pred", "target");
   Tensor diff = sub(pred, target);
   return mean(mul(diff, diff));
 }

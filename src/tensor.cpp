@@ -198,6 +198,10 @@ Tensor Tensor::to(Device device) const {
   check::usable("Tensor::to", device);
   Tensor out = make(shape(), dtype(), device);
   copy_bytes(out.data(), device, data(), this->device(), nbytes());
+  if (autograd::needs_grad({*this})) {
+    const Device from = this->device();
+    autograd::record("to", {*this}, out, [from](const Tensor& g) { return std::vector<Tensor>{g.to(from)}; });
+  }
   return out;
 }
 
@@ -211,7 +215,7 @@ Tensor Tensor::to(DType dtype) const {
     detail::DeviceGuard g(device());
     kernels::convert(data(), this->dtype(), out.data(), dtype, numel(), detail::stream(device()));
   }
-  if (autograd::needs_grad({*this}) && is_floating(dtype)) {
+  if (autograd::needs_grad({*this}) && autograd::differentiable(dtype)) {
     const DType from = this->dtype();
     autograd::record("to", {*this}, out, [from](const Tensor& g) { return std::vector<Tensor>{g.to(from)}; });
   }
@@ -291,12 +295,14 @@ Tensor Tensor::clone() const {
 void Tensor::copy_(const Tensor& src) {
   check::defined("Tensor::copy_", "self", *this);
   check::shape_is("Tensor::copy_", "src", src, shape());
+  autograd::mark_inplace("Tensor::copy_", "self", *this);
   const Tensor converted = src.detach().to(dtype(), device());  // src itself when nothing changes
   copy_bytes(data(), device(), converted.data(), device(), nbytes());
 }
 
 void Tensor::fill_(double value) {
   check::defined("Tensor::fill_", "self", *this);
+  autograd::mark_inplace("Tensor::fill_", "self", *this);
   if (device().is_cpu()) {
     cpu::fill(dtype(), data(), numel(), value);
   } else {
@@ -307,8 +313,8 @@ void Tensor::fill_(double value) {
 
 Tensor& Tensor::requires_grad_(bool on) {
   check::defined("Tensor::requires_grad_", "self", *this);
-  if (on && !is_floating(dtype()))
-    fail_arg("Tensor::requires_grad_", "self", "a floating-point tensor", str());
+  if (on && !autograd::differentiable(dtype()))
+    fail_arg("Tensor::requires_grad_", "self", "a floating-point tensor (f32, f64, f16 or bf16)", str());
   impl_->requires_grad = on;
   return *this;
 }

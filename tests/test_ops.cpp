@@ -139,3 +139,46 @@ OCTET_CUDA_TEST("CPU and CUDA agree on the core ops") {
   CHECK(test::max_abs_diff(sum(a), sum(a.to(g))) < 1e-3);
   CHECK(max_abs(a).item() == max_abs(a.to(g)).item());
 }
+
+namespace {
+// axpy_: y += alpha x in place with one rounding (fma in f32, f64 for f64).
+void check_axpy(Device d) {
+  for (DType t : kFloats) {
+    for (int64_t n : {0, 1, 37, 70001}) {
+      CAPTURE(dtype_name(t));
+      CAPTURE(n);
+      Tensor x = randn({n}, DType::f64).to(t), y0 = randn({n}, DType::f64).to(t);
+      Tensor y = y0.to(d).clone();
+      const void* before = y.data();
+      axpy_(y, -0.3, x.to(d));
+      CHECK(y.data() == before);
+      const auto xv = test::values(x), yv = test::values(y0), got = test::values(y);
+      for (size_t i = 0; i < xv.size(); ++i) {
+        // the f32 (f64) fma of the stored values, rounded once to t
+        const double exact = t == DType::f64 ? std::fma(-0.3, xv[i], yv[i])
+                                             : static_cast<double>(std::fma(-0.3f, static_cast<float>(xv[i]), static_cast<float>(yv[i])));
+        CHECK(got[i] == test::values(Tensor::from_vector(std::vector<double>{exact}).to(t))[0]);
+      }
+    }
+  }
+  Tensor y = Tensor::zeros({3}, DType::f32, d);
+  CHECK_THROWS_WITH_AS(axpy_(y, 1.0, Tensor::zeros({4}, DType::f32, d)), doctest::Contains("axpy_: argument 'x': expected shape (3,)"), Error);
+  CHECK_THROWS_WITH_AS(axpy_(y, 1.0, Tensor::zeros({3}, DType::f16, d)), doctest::Contains("axpy_: argument 'x': expected dtype f32"), Error);
+  Tensor yi = Tensor::zeros({3}, DType::i32, d);
+  CHECK_THROWS_WITH_AS(axpy_(yi, 1.0, yi), doctest::Contains("axpy_: argument 'y': expected dtype f32, f64, f16 or bf16"), Error);
+}
+}  // namespace
+
+OCTET_TEST_BOTH("axpy_ in place", check_axpy)
+
+OCTET_CUDA_TEST("axpy_: CPU and CUDA give the same bits") {
+  for (DType t : kFloats) {
+    Tensor x = randn({4099}, DType::f64).to(t), y = randn({4099}, DType::f64).to(t);
+    Tensor yc = y.clone(), yg = y.to(Device::cuda(0));
+    axpy_(yc, 1.7, x);
+    axpy_(yg, 1.7, x.to(Device::cuda(0)));
+    CHECK(test::bitwise_equal(yc, yg));
+  }
+  CHECK_THROWS_WITH_AS(axpy_(Tensor::zeros({2}, DType::f32, Device::cuda(0)), 1.0, Tensor::zeros({2})),
+                       doctest::Contains("axpy_: argument 'x': expected a tensor on cuda:0"), Error);
+}

@@ -23,4 +23,8 @@ Tensor gelu(const Tensor& x);                                // (d) exact erf fo
 Tensor mse_loss(const Tensor& pred, const Tensor& target);  // (d) mean((pred - target)^2)
 Tensor sum_rows(const Tensor& x);  // (d) (..., N) -> (N): sum over all leading dims
 
+// In place, not recorded: y += alpha * x with one rounding (fma in f32, in f64 for f64), the
+// same bits on both devices. y must not require grad unless grad mode is off (autograd.hpp).
+void axpy_(const Tensor& y, double alpha, const Tensor& x);
+
 }  // namespace octet

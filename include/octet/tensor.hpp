@@ -25,6 +25,7 @@ struct Storage {
   void* data = nullptr;
   size_t bytes = 0;
   Device device;
+  uint64_t version = 0;  // counts in-place writes (autograd::mark_inplace, SavedTensor)
   Storage(size_t bytes, Device device);
   ~Storage();
   Storage(const Storage&) = delete;

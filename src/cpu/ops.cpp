@@ -184,4 +184,18 @@ void matmul(DType t, const void* a, const void* b, void* out, int64_t m, int64_t
   });
 }
 
+void axpy(DType t, double alpha, const void* x, void* y, int64_t n) {
+  visit_float(t, "axpy", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
+    const T* in = static_cast<const T*>(x);
+    T* io = static_cast<T*>(y);
+    const A al = static_cast<A>(alpha);
+    parallel_for(n, kChunk, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i)
+        io[i] = store<T>(std::fma(al, static_cast<A>(load_f64(in[i])), static_cast<A>(load_f64(io[i]))));
+    });
+  });
+}
+
 }  // namespace octet::cpu

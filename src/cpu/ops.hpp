@@ -20,5 +20,7 @@ void add_bias(DType t, const void* x, const void* bias, void* out, int64_t rows,
 void sum_rows(DType t, const void* x, void* out, int64_t rows, int64_t cols);
 // out(M,N) = a(M,K) b(K,N), f32 accumulation (f64 for f64), K = 0 gives zeros.
 void matmul(DType t, const void* a, const void* b, void* out, int64_t m, int64_t k, int64_t n);
+// y[i] = fma(alpha, x[i], y[i]) in f32 (f64 for f64), rounded once to t.
+void axpy(DType t, double alpha, const void* x, void* y, int64_t n);
 
 }  // namespace octet::cpu
