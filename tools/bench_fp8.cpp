@@ -1,2 +1,113 @@
-// (to be written) benchmarks of the fp8 family for octet bench.
+// Benchmarks of the fp8 family for octet bench (issue 6 "Performance", H100 targets):
+// - matmul_fp8_mixed forward, f16, 4096^3 and 8192^3, against a plain cuBLAS f16 GEMM measured in
+//   the same run (octet::matmul), as a ratio; plus its parts (the fused fake-quant passes);
+// - forward + backward (autograd, leaves' grads dropped between runs) against the plain
+//   forward + backward as three cuBLAS GEMMs with transpose flags (the ideal baseline), and
+//   against octet::matmul through autograd;
+// - the LinearFP8Mixed training step of test_fp8linear's model (1024 -> 2048 -> gelu -> 1024,
+//   mean, backward, SGD) against the same model with nn::Linear, at the test's batch 10 and at 4096.
+#include "src/fp8_internal.hpp"
 #include "tools/bench.hpp"
+
+namespace octet::bench {
+namespace {
+
+constexpr const char* kFamily = "fp8";
+
+double gemm_flops(int64_t m, int64_t k, int64_t n) { return 2.0 * static_cast<double>(m) * k * n; }
+
+void forward(Context& ctx, int64_t n, const char* target, const char* upstream) {
+  const Device d = ctx.device;
+  const Code fw = Code::fp8_e4m3(), bw = Code::fp8_e5m2();
+  Tensor A = randn({n, n}, DType::f16, d), B = randn({n, n}, DType::f16, d);
+  const std::string params = cat("f16 ", n, "^3");
+  double pmin = 0, fmin = 0, amin = 0, bmin = 0;
+  const double plain = ctx.time_ms([&](int) { (void)matmul(A, B); }, &pmin);
+  const double fp8 = ctx.time_ms([&](int) { (void)matmul_fp8_mixed(A, B, fw, bw); }, &fmin);
+  const int64_t bsz = fp8_block_sizes(A, B).first;
+  const double qa = ctx.time_ms([&](int) { (void)fake_quantize_blockwise(A, fw, bsz); }, &amin);
+  const double qb = ctx.time_ms([&](int) { (void)fake_quantize(B, fw); }, &bmin);
+  const double bytes = 2.0 * static_cast<double>(A.nbytes());  // read + write
+  ctx.add_rate(kFamily, "cuBLAS f16 GEMM (plain)", params, gemm_flops(n, n, n), plain, pmin, ctx.ceilings.gemm_f16_tflops);
+  ctx.add_rate(kFamily, "matmul_fp8_mixed forward", params, gemm_flops(n, n, n), fp8, fmin, ctx.ceilings.gemm_f16_tflops);
+  ctx.add_bandwidth(kFamily, "fake_quantize_blockwise (A)", cat(params, " bsz=", bsz), bytes, qa, amin);
+  ctx.add_bandwidth(kFamily, "fake_quantize (B, global)", params, bytes, qb, bmin, "",
+                    "absmax pass + fused pass: 3 tensor passes counted as 2");
+  ctx.add_value(kFamily, "matmul_fp8_mixed forward / plain", params, fp8 / plain, "x", fp8, target,
+                cat("bitsandbytes 0.49.2: ", upstream));
+}
+
+void forward_backward(Context& ctx, int64_t n) {
+  const Device d = ctx.device;
+  const Code fw = Code::fp8_e4m3(), bw = Code::fp8_e5m2();
+  Tensor A = randn({n, n}, DType::f16, d).requires_grad_(), B = randn({n, n}, DType::f16, d).requires_grad_();
+  Tensor G = randn({n, n}, DType::f16, d);
+  Tensor Ad = A.detach(), Bd = B.detach();
+  Tensor out = Tensor::empty({n, n}, DType::f16, d), ga = Tensor::empty({n, n}, DType::f16, d),
+         gb = Tensor::empty({n, n}, DType::f16, d);
+  const std::string params = cat("f16 ", n, "^3");
+  auto through_autograd = [&](auto&& op) {
+    return [&, op](int) {
+      A.zero_grad();
+      B.zero_grad();
+      backward(op(A, B), G);
+    };
+  };
+  double gmin = 0, mmin = 0, fmin = 0;
+  const double gemms = ctx.time_ms([&](int) {
+    detail::gemm_t(Ad, false, Bd, false, out, n, n, n);
+    detail::gemm_t(G, false, Bd, true, ga, n, n, n);
+    detail::gemm_t(Ad, true, G, false, gb, n, n, n);
+  }, &gmin);
+  const double plain = ctx.time_ms(through_autograd([](const Tensor& a, const Tensor& b) { return matmul(a, b); }), &mmin);
+  const double fp8 = ctx.time_ms(through_autograd([&](const Tensor& a, const Tensor& b) {
+    return matmul_fp8_mixed(a, b, fw, bw);
+  }), &fmin);
+  const double flops = 3 * gemm_flops(n, n, n);
+  ctx.add_rate(kFamily, "plain fwd+bwd: 3 cuBLAS GEMMs", params, flops, gemms, gmin, ctx.ceilings.gemm_f16_tflops);
+  ctx.add_rate(kFamily, "plain fwd+bwd: matmul through autograd", params, flops, plain, mmin, ctx.ceilings.gemm_f16_tflops);
+  ctx.add_rate(kFamily, "matmul_fp8_mixed fwd+bwd (autograd)", params, flops, fp8, fmin, ctx.ceilings.gemm_f16_tflops);
+  ctx.add_value(kFamily, "matmul_fp8_mixed fwd+bwd / 3 cuBLAS GEMMs", params, fp8 / gemms, "x", fp8, "<= 1.2x",
+                "bitsandbytes 0.49.2: 2.48x (vs torch fwd+bwd)");
+  ctx.add_value(kFamily, "matmul_fp8_mixed fwd+bwd / matmul fwd+bwd (both autograd)", params, fp8 / plain, "x", fp8);
+}
+
+template <class Layer>
+double train_step_ms(Context& ctx, int64_t batch, double* min_ms) {
+  const Device d = ctx.device;
+  const int64_t h = 1024;
+  Layer l1(h, 2 * h, true, d), l2(2 * h, h, true, d);
+  std::vector<Tensor> params = l1.parameters();
+  for (const Tensor& p : l2.parameters()) params.push_back(p);
+  Tensor x = randn({batch, h}, DType::f32, d);
+  return ctx.time_ms([&](int) {
+    for (Tensor& p : params) p.zero_grad();
+    backward(mean(l2.forward(gelu(l1.forward(x)))));
+    nn::sgd_step(params, 1e-3);
+  }, min_ms);
+}
+
+void linear_training(Context& ctx) {
+  for (int64_t batch : {int64_t{10}, int64_t{4096}}) {
+    const std::string params = cat("f32 batch ", batch, ", 1024->2048->1024, gelu, mean, SGD");
+    double lmin = 0, fmin = 0;
+    const double lin = train_step_ms<nn::Linear>(ctx, batch, &lmin);
+    const double fp8 = train_step_ms<nn::LinearFP8Mixed>(ctx, batch, &fmin);
+    ctx.add_value(kFamily, "nn::Linear training step", params, lin, "ms", lin);
+    ctx.add_value(kFamily, "LinearFP8Mixed training step", params, fp8, "ms", fp8);
+    ctx.add_value(kFamily, "LinearFP8Mixed / nn::Linear training step", params, fp8 / lin, "x", fp8);
+  }
+}
+
+void run(Context& ctx) {
+  forward(ctx, 4096, "<= 1.25x", "4.31x");
+  forward(ctx, 8192, "<= 1.1x", "2.72x");
+  forward_backward(ctx, 4096);
+  linear_training(ctx);
+}
+
+}  // namespace
+
+OCTET_BENCH("fp8", run)
+
+}  // namespace octet::bench

@@ -27,8 +27,9 @@ class Linear : public Module {
   Tensor bias;    // (out), requires grad; undefined without bias
 };
 
-// bitsandbytes' LinearFP8Mixed: forward through matmul_fp8_mixed with bsz = pick(in),
-// bsz2 = pick(out); E4M3/E5M2 code tables created with the layer on its device.
+// bitsandbytes' LinearFP8Mixed: forward through matmul_fp8_mixed(x, weight^T) (+ bias) with
+// bsz = pick(in), bsz2 = pick(out) (fp8.hpp; pick(0) = 64); E4M3/E5M2 code tables created
+// with the layer on its device. x must have the weight's dtype.
 class LinearFP8Mixed : public Linear {
  public:
   LinearFP8Mixed(int64_t in_features, int64_t out_features, bool bias = true, Device device = Device::cpu(),
@@ -38,12 +39,14 @@ class LinearFP8Mixed : public Linear {
   Code fw_code, bw_code;
 };
 
-// bitsandbytes' LinearFP8Global (which is broken upstream; here it works).
+// bitsandbytes' LinearFP8Global (which is broken upstream; here it works): forward through
+// matmul_fp8_global. bsz/bsz2 are picked as in LinearFP8Mixed but unused (as upstream).
 class LinearFP8Global : public Linear {
  public:
   LinearFP8Global(int64_t in_features, int64_t out_features, bool bias = true, Device device = Device::cpu(),
                   DType dtype = DType::f32);
   Tensor forward(const Tensor& x) override;
+  int64_t bsz = 0, bsz2 = 0;
   Code fw_code, bw_code;
 };
 
