@@ -90,25 +90,32 @@ __device__ __forceinline__ bool sorts_before(float a, int i, float b, int j) {
   return a < b || (a == b && i < j);
 }
 
+// The history entry and step a thread needs, loaded before the reduction so that their latency
+// overlaps it.
+struct Prefetch {
+  float old;     // gnorm_vec[threadIdx.x] for threadIdx.x < kHistory
+  int64_t step;
+};
+
+__device__ __forceinline__ Prefetch prefetch(const ClipStep& a) {
+  return {threadIdx.x < kHistory ? a.gnorm_vec[threadIdx.x] : 0.0f, a.step_counter ? *a.step_counter : a.step};
+}
+
 // Run by a whole block; `sumsq` is valid in thread 0.
-__device__ void finish(double sumsq, const ClipStep& a) {
+__device__ void finish(double sumsq, const Prefetch& p, const ClipStep& a) {
   __shared__ float hist[kHistory];
   __shared__ float s_sum, s_clip;
-  __shared__ int64_t s_step;
   const int tid = threadIdx.x;
-  if (tid == 0) {
-    s_sum = static_cast<float>(sumsq);
-    s_step = a.step_counter ? *a.step_counter : a.step;
-  }
+  if (tid == 0) s_sum = static_cast<float>(sumsq);
   __syncthreads();
-  const int64_t step = s_step;
+  const int64_t step = p.step;
   if (step < 1) {  // only reachable through a device step counter: no way to throw, so NaN out
     if (tid == 0) *a.gnorm = *a.clip_value = *a.scale = __int_as_float(0x7fffffff);
     return;
   }
   const int slot = static_cast<int>(step % kHistory);
   if (tid < kHistory) {
-    float v = a.gnorm_vec[tid];
+    float v = p.old;
     if (tid == slot) v = s_sum;          // cleared, then the sum added
     else if (step == 1) v = v + s_sum;   // bitsandbytes adds the first norm into every slot
     hist[tid] = v;
@@ -138,6 +145,8 @@ __global__ void __launch_bounds__(kThreads) sumsq_kernel(const T* x, Layout L, d
   constexpr int V = kVec<T>;
   constexpr int64_t kTilePacks = int64_t(kThreads) * kUnroll;
   const uint4* packs = reinterpret_cast<const uint4*>(x + L.head);
+  Prefetch p{};
+  if constexpr (kFinish) p = prefetch(a);
   const int64_t tiles = (L.packs + kTilePacks - 1) / kTilePacks;
   float acc[kUnroll][4] = {};  // 16 short f32 chains per thread (2 lanes share one for f16/bf16)
   for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
@@ -172,14 +181,15 @@ __global__ void __launch_bounds__(kThreads) sumsq_kernel(const T* x, Layout L, d
     }
   }
   total = block_sum(total);
-  if constexpr (kFinish) finish(total, a);
+  if constexpr (kFinish) finish(total, p, a);
   else if (threadIdx.x == 0) partials[blockIdx.x] = total;
 }
 
 __global__ void __launch_bounds__(kThreads) finish_kernel(const double* partials, int64_t count, ClipStep a) {
+  const Prefetch p = prefetch(a);
   double v = 0.0;
   for (int64_t i = threadIdx.x; i < count; i += kThreads) v += partials[i];
-  finish(block_sum(v), a);
+  finish(block_sum(v), p, a);
 }
 
 template <class T> __global__ void scale_kernel(T* x, Layout L, const float* scale) {
