@@ -14,8 +14,10 @@ class Module {
   virtual std::vector<Tensor> parameters() const = 0;
 };
 
-// PyTorch's default initialization: weight kaiming-uniform with a = sqrt(5) (U(-1/sqrt(in),
-// 1/sqrt(in))), bias U(-1/sqrt(in), 1/sqrt(in)). Uses the global random stream.
+// y = x W^T + b for x of shape (N, in) or (B, N, in), in f32, f64, f16 or bf16 (x must have the
+// layer's dtype and device). PyTorch's default initialization: weight kaiming-uniform with
+// a = sqrt(5), i.e. U(-1/sqrt(in), 1/sqrt(in)), then bias U(-1/sqrt(in), 1/sqrt(in)) (0 when
+// in = 0), from the global random stream. parameters() is {weight, bias} ({weight} without bias).
 class Linear : public Module {
  public:
   Linear(int64_t in_features, int64_t out_features, bool bias = true, Device device = Device::cpu(),
@@ -50,12 +52,23 @@ class LinearFP8Global : public Linear {
   Code fw_code, bw_code;
 };
 
+// Initializers write in place without recording (as under NoGradGuard), drawing from the global
+// random stream: for one seed they give the same bits on the CPU and on CUDA. Values are drawn
+// in f32 (f64 for f64 tensors) and rounded once to the tensor's dtype. Fans of a tensor with
+// shape (out, in, k...) are fan_in = in * prod(k), fan_out = out * prod(k) (at least 2-D).
+// Empty tensors are left alone.
 namespace init {
+// U(-a, a) with a = gain * sqrt(6 / (fan_in + fan_out)).
 void xavier_uniform_(Tensor& t, double gain = 1.0);
+// U(-b, b) with b = sqrt(6 / ((1 + a^2) fan_in)) (PyTorch, fan_in mode, leaky_relu gain);
+// a = sqrt(5) gives Linear's U(-1/sqrt(in), 1/sqrt(in)).
+void kaiming_uniform_(Tensor& t, double a = 0.0);
+// U(lo, hi), lo <= hi, both finite.
 void uniform_(Tensor& t, double lo, double hi);
 }  // namespace init
 
-// p -= lr * p.grad() for every parameter with a gradient (in place, no autograd recording).
+// p -= lr * p.grad() (axpy_: one rounding) for every parameter with a gradient, in place,
+// without recording; gradients are left as they are. lr must be finite and >= 0.
 void sgd_step(const std::vector<Tensor>& parameters, double lr);
 
 }  // namespace octet::nn
