@@ -150,15 +150,19 @@ Tensor max_abs(const Tensor& x) {
 
 namespace {
 
-// out(M,N) = a(M,K) b(K,N) on the tensors' device, a and b contiguous of one dtype.
-void gemm_into(const Tensor& a, const Tensor& b, Tensor& out, int64_t m, int64_t k, int64_t n) {
+// out(M,N) = op(a) op(b) on the tensors' device, a and b contiguous of one dtype. op(a) is a
+// stored (M,K), or with ta a^T of a stored (K,M); op(b) is b stored (K,N), or with tb b^T of a
+// stored (N,K). The CPU materializes the transposes; cuBLAS takes them as op flags.
+void gemm_into(const Tensor& a, const Tensor& b, Tensor& out, int64_t m, int64_t k, int64_t n, bool ta = false,
+               bool tb = false) {
   if (m == 0 || n == 0) return;
   if (k == 0) {
     out.fill_(0.0);
     return;
   }
   if (a.device().is_cpu()) {
-    cpu::matmul(a.dtype(), a.data(), b.data(), out.data(), m, k, n);
+    const Tensor ac = ta ? a.detach().reshape({k, m}).t() : a, bc = tb ? b.detach().reshape({n, k}).t() : b;
+    cpu::matmul(a.dtype(), ac.data(), bc.data(), out.data(), m, k, n);
     return;
   }
   OCTET_CHECK(m <= INT32_MAX && k <= INT32_MAX && n <= INT32_MAX, "matmul",
@@ -177,11 +181,12 @@ void gemm_into(const Tensor& a, const Tensor& b, Tensor& out, int64_t m, int64_t
   const double one_d = 1.0, zero_d = 0.0;
   const void* alpha = compute == CUBLAS_COMPUTE_64F ? static_cast<const void*>(&one_d) : &one_f;
   const void* beta = compute == CUBLAS_COMPUTE_64F ? static_cast<const void*>(&zero_d) : &zero_f;
-  // Row-major C = A B is column-major C^T = B^T A^T.
-  OCTET_CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
-                                  static_cast<int>(k), alpha, b.data(), t, static_cast<int>(n), a.data(), t,
-                                  static_cast<int>(k), beta, out.data(), t, static_cast<int>(n), compute,
-                                  CUBLAS_GEMM_DEFAULT));
+  // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T; a row-major buffer read
+  // column-major is its transpose, so a stored transposed operand takes CUBLAS_OP_T.
+  const int ldb = static_cast<int>(tb ? k : n), lda = static_cast<int>(ta ? m : k);
+  OCTET_CUBLAS_CHECK(cublasGemmEx(h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<int>(n),
+                                  static_cast<int>(m), static_cast<int>(k), alpha, b.data(), t, ldb, a.data(), t, lda,
+                                  beta, out.data(), t, static_cast<int>(n), compute, CUBLAS_GEMM_DEFAULT));
 }
 
 }  // namespace
@@ -207,9 +212,14 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
     autograd::SavedTensor as(need_b ? a : Tensor(), "matmul"), bs(need_a ? b : Tensor(), "matmul");
     autograd::record("matmul", {a, b}, out, [as, bs, a_shape, rows, k, n, need_a, need_b](const Tensor& g) {
       Tensor ga, gb;
-      Tensor g2 = g.reshape({rows, n});
-      if (need_a) ga = matmul(g2, bs.get().t()).reshape(a_shape);        // (rows,N)(N,K)
-      if (need_b) gb = matmul(as.get().reshape({rows, k}).t(), g2);      // (K,rows)(rows,N): sums over the batch
+      if (need_a) {  // (rows,N) (K,N)^T
+        ga = Tensor::empty(a_shape, g.dtype(), g.device());
+        gemm_into(g, bs.get(), ga, rows, n, k, false, true);
+      }
+      if (need_b) {  // (rows,K)^T (rows,N): sums over the batch
+        gb = Tensor::empty({k, n}, g.dtype(), g.device());
+        gemm_into(as.get(), g, gb, k, rows, n, true, false);
+      }
       return std::vector<Tensor>{ga, gb};
     });
   }

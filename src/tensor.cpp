@@ -315,6 +315,9 @@ Tensor& Tensor::requires_grad_(bool on) {
   check::defined("Tensor::requires_grad_", "self", *this);
   if (on && !autograd::differentiable(dtype()))
     fail_arg("Tensor::requires_grad_", "self", "a floating-point tensor (f32, f64, f16 or bf16)", str());
+  if (!on && impl_->grad_fn)
+    fail_arg("Tensor::requires_grad_", "self", "a leaf (use detach() to cut a computed tensor from the graph)",
+             cat(str(), " computed by '", impl_->grad_fn->name, "'"));
   impl_->requires_grad = on;
   return *this;
 }

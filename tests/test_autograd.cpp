@@ -90,6 +90,7 @@ TEST_CASE("NoGradGuard nests, is per thread, and detach cuts the graph") {
   Tensor y = mul(x, x);
   CHECK(y.requires_grad());
   CHECK_FALSE(y.is_leaf());
+  CHECK_THROWS_WITH_AS(y.requires_grad_(false), doctest::Contains("expected a leaf (use detach()"), Error);
   Tensor d = y.detach();
   CHECK_FALSE(d.requires_grad());
   CHECK(d.is_leaf());
