@@ -127,12 +127,29 @@ template <class T> __global__ void add_bias_kernel(const T* x, const T* bias, T*
     out[i] = store<T>(load_acc<T, A>(x[i]) + load_acc<T, A>(bias[i % cols]));
 }
 
+// Column sums: a block owns 32 adjacent columns (coalesced 32-wide row segments); its 16 thread
+// rows stride over the rows, then combine through shared memory in a fixed order.
+constexpr int kSumRowsY = 16;
 template <class T> __global__ void sum_rows_kernel(const T* x, T* out, int64_t rows, int64_t cols) {
   using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
-  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < cols; c += int64_t(gridDim.x) * blockDim.x) {
-    A acc = 0;
-    for (int64_t r = 0; r < rows; ++r) acc += load_acc<T, A>(x[r * cols + c]);
-    out[c] = store<T>(acc);
+  __shared__ A part[kSumRowsY][33];
+  const int64_t c = int64_t(blockIdx.x) * 32 + threadIdx.x;
+  A acc = 0;
+  if (c < cols) {
+    int64_t r = threadIdx.y;
+    for (; r + 3 * kSumRowsY < rows; r += 4 * kSumRowsY) {
+      const A v0 = load_acc<T, A>(x[r * cols + c]), v1 = load_acc<T, A>(x[(r + kSumRowsY) * cols + c]);
+      const A v2 = load_acc<T, A>(x[(r + 2 * kSumRowsY) * cols + c]), v3 = load_acc<T, A>(x[(r + 3 * kSumRowsY) * cols + c]);
+      acc += (v0 + v1) + (v2 + v3);
+    }
+    for (; r < rows; r += kSumRowsY) acc += load_acc<T, A>(x[r * cols + c]);
+  }
+  part[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < cols) {
+    A total = 0;
+    for (int i = 0; i < kSumRowsY; ++i) total += part[i][threadIdx.x];
+    out[c] = store<T>(total);
   }
 }
 
@@ -243,7 +260,9 @@ void sum_rows(DType t, const void* x, void* out, int64_t rows, int64_t cols, cud
   if (cols == 0) return;
   visit_float(t, "sum_rows", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    sum_rows_kernel<<<grid_for(cols, 128), 128, 0, s>>>(static_cast<const T*>(x), static_cast<T*>(out), rows, cols);
+    OCTET_CHECK((cols + 31) / 32 <= INT32_MAX, "sum_rows", "too many columns: ", cols);
+    sum_rows_kernel<<<static_cast<unsigned>((cols + 31) / 32), dim3(32, kSumRowsY), 0, s>>>(
+        static_cast<const T*>(x), static_cast<T*>(out), rows, cols);
     OCTET_LAUNCH_CHECK("sum_rows_kernel");
   });
 }

@@ -115,6 +115,20 @@ void check_matmul(Device d) {
 OCTET_TEST_BOTH("elementwise ops and reductions against f64", check_elementwise)
 OCTET_TEST_BOTH("reductions: NaN, Inf, empty, determinism", check_reductions_special)
 OCTET_TEST_BOTH("add_bias and sum_rows", check_bias_and_rows)
+namespace {
+// Enough rows for the unrolled path of the CUDA column-sum kernel, and a partial column tile.
+void check_sum_rows_large(Device d) {
+  Tensor x = randn({1003, 77}, DType::f64);
+  auto xv = test::values(x);
+  auto got = test::values(sum_rows(x.to(DType::f32).to(d)));
+  for (size_t c = 0; c < 77; ++c) {
+    double s = 0;
+    for (size_t r = 0; r < 1003; ++r) s += xv[r * 77 + c];
+    CHECK(got[c] == doctest::Approx(s).epsilon(1e-5).scale(1));
+  }
+}
+}  // namespace
+OCTET_TEST_BOTH("sum_rows over many rows", check_sum_rows_large)
 OCTET_TEST_BOTH("matmul against an f64 reference", check_matmul)
 
 TEST_CASE("op argument errors") {
