@@ -48,6 +48,25 @@ TEST_CASE("first Philox uniforms for seed 1234 on the host") {
   CHECK(u[1] == doctest::Approx(0.853469).epsilon(1e-6));
 }
 
+TEST_CASE("consecutive draws equal one longer draw (host generator continues without re-seeding)") {
+  for (DType t : {DType::f32, DType::f64}) {
+    manual_seed(5);
+    Tensor whole_u = rand({20}, t);
+    Tensor whole_n = randn({20}, t);
+    manual_seed(5);
+    Tensor a = rand({10}, t), b = rand({10}, t);  // b continues where a ended
+    Tensor c = randn({6}, t), d = randn({14}, t);  // kind switch, then a continuation
+    auto wu = whole_u.to_vector<double>(), wn = whole_n.to_vector<double>();
+    auto av = a.to_vector<double>(), bv = b.to_vector<double>(), cv = c.to_vector<double>(), dv = d.to_vector<double>();
+    for (size_t i = 0; i < 10; ++i) {
+      CHECK(av[i] == wu[i]);
+      CHECK(bv[i] == wu[10 + i]);
+    }
+    for (size_t i = 0; i < 6; ++i) CHECK(cv[i] == wn[i]);
+    for (size_t i = 0; i < 14; ++i) CHECK(dv[i] == wn[6 + i]);
+  }
+}
+
 TEST_CASE("random errors") {
   CHECK_THROWS_WITH_AS(rand({2}, DType::i32), doctest::Contains("f32, f64, f16 or bf16"), Error);
   CHECK_THROWS_WITH_AS(randn({-2}), doctest::Contains("non-negative"), Error);
