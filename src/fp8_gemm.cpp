@@ -1,2 +1,403 @@
-// (to be written) dispatch and validation of the fp8_gemm family.
+// Dispatch and validation of the fp8_gemm family (fp8_gemm.hpp), and the cuBLASLt FP8 GEMM.
+// Layout mapping: cuBLASLt is column-major and FP8 needs "TN" (A transposed, B not). A row-major
+// (r, c) buffer is a column-major (c, r) matrix, so with our a (M, K) and b (N, K) both K-major:
+//   cuBLASLt A = b as K x N (ld K), op T;  B = a as K x M (ld K), op N;  D = out as N x M (ld N),
+// i.e. D^T = out (M, N) row-major = a b^T. A_SCALE is b's dequant factor, B_SCALE is a's; the BIAS
+// epilogue adds bias[N] along D's rows (out's columns). cuBLASLt takes FP8 with bias only for
+// f16/bf16 D (f32 D wants a bf16 bias), so f32 outputs get their bias from add_bias afterwards.
+// Plans (descriptors, layouts, heuristic choice) are cached per (device, shape, dtypes, options,
+// alignment) under a mutex; a plan's own mutex covers setting its pointers and the enqueue.
 #include "octet/fp8_gemm.hpp"
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+
+#include "kernels/fp8_gemm.cuh"
+#include "octet/autograd.hpp"
+#include "octet/convert.hpp"
+#include "octet/ops.hpp"
+#include "src/check.hpp"
+#include "src/cpu/fp8_gemm.hpp"
+#include "src/cuda_check.hpp"
+#include "src/runtime_internal.hpp"
+
+namespace octet {
+namespace {
+
+constexpr std::initializer_list<DType> kFp8 = {DType::f8_e4m3, DType::f8_e5m2};
+constexpr std::initializer_list<DType> kHigh = {DType::f32, DType::f16, DType::bf16};
+
+bool is_fp8(DType t) { return t == DType::f8_e4m3 || t == DType::f8_e5m2; }
+
+void check_fp8_dtype(const char* op, const char* arg, DType t) {
+  if (!is_fp8(t)) fail_arg(op, arg, check::dtypes_str(kFp8), dtype_name(t));
+}
+
+// A one-element f32 tensor on `device` (scales, amax slots).
+void check_scalar(const char* op, const char* arg, const Tensor& t, Device device) {
+  check::defined(op, arg, t);
+  check::dtype_is(op, arg, t, DType::f32);
+  check::device_is(op, arg, t, device);
+  if (t.numel() != 1) fail_arg(op, arg, "a one-element f32 tensor", cat("shape ", shape_str(t.shape())));
+}
+
+float host_scalar(const Tensor& t) { return *static_cast<const float*>(t.data()); }
+
+Fp8Scale new_scale(Device device) {
+  return {Tensor::empty({}, DType::f32, device), Tensor::empty({}, DType::f32, device)};
+}
+
+cudaDataType_t cuda_type(DType t) {
+  switch (t) {
+    case DType::f8_e4m3: return CUDA_R_8F_E4M3;
+    case DType::f8_e5m2: return CUDA_R_8F_E5M2;
+    case DType::f16: return CUDA_R_16F;
+    case DType::bf16: return CUDA_R_16BF;
+    default: return CUDA_R_32F;
+  }
+}
+
+uint32_t alignment(const void* p) {
+  const auto v = reinterpret_cast<uintptr_t>(p);
+  uint32_t a = 256;
+  while (a > 1 && v % a != 0) a /= 2;
+  return a;
+}
+
+int64_t round16(int64_t v) { return (v + 15) / 16 * 16; }
+
+// Rows of t viewed as (rows, last dim): the product of the leading dims (1 for a 0-dim t).
+int64_t rows_of(const Tensor& t) {
+  return t.dim() == 0 ? 1 : shape_numel(Shape(t.shape().begin(), t.shape().end() - 1));
+}
+
+struct PlanKey {
+  int device;
+  int64_t m, n, k;
+  DType a, b, out;
+  bool bias, fast;
+  uint32_t align_a, align_b;
+  auto operator<=>(const PlanKey&) const = default;
+};
+
+struct Plan {
+  std::mutex mu;
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t la = nullptr, lb = nullptr, ld = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  bool ok = false;
+};
+
+template <class T>
+void set_desc(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t attr, const T& v) {
+  OCTET_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d, attr, &v, sizeof v));
+}
+
+std::unique_ptr<Plan> make_plan(const PlanKey& key) {
+  auto p = std::make_unique<Plan>();
+  const Device dev = Device::cuda(key.device);
+  OCTET_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  set_desc(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, CUBLAS_OP_T);
+  set_desc(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, CUBLAS_OP_N);
+  set_desc(p->desc, CUBLASLT_MATMUL_DESC_FAST_ACCUM, static_cast<int8_t>(key.fast ? 1 : 0));
+  if (key.bias) {
+    set_desc(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, CUBLASLT_EPILOGUE_BIAS);
+    set_desc(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, static_cast<int32_t>(cuda_type(key.out)));
+  }
+  const auto k = static_cast<uint64_t>(key.k), m = static_cast<uint64_t>(key.m), n = static_cast<uint64_t>(key.n);
+  OCTET_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->la, cuda_type(key.b), k, n, key.k));
+  OCTET_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->lb, cuda_type(key.a), k, m, key.k));
+  OCTET_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->ld, cuda_type(key.out), n, m, key.n));
+
+  cublasLtMatmulPreference_t pref = nullptr;
+  OCTET_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  size_t workspace = 0;
+  detail::cublaslt_workspace(dev, &workspace);
+  const uint64_t ws = workspace;
+  const uint32_t out_align = 256;
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &key.align_b, sizeof(uint32_t));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &key.align_a, sizeof(uint32_t));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &out_align, sizeof out_align);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &out_align, sizeof out_align);
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(detail::cublaslt_handle(dev), p->desc, p->la, p->lb,
+                                                           p->ld, p->ld, pref, 1, &result, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  p->ok = st == CUBLAS_STATUS_SUCCESS && found > 0;
+  if (p->ok) p->algo = result.algo;
+  return p;
+}
+
+// Plans live for the process (like the handles in runtime.cpp).
+Plan& plan_for(const PlanKey& key) {
+  static std::mutex mu;
+  static auto* cache = new std::map<PlanKey, std::unique_ptr<Plan>>();
+  std::lock_guard lock(mu);
+  std::unique_ptr<Plan>& slot = (*cache)[key];
+  if (!slot) slot = make_plan(key);
+  return *slot;
+}
+
+int compute_capability(int index) {
+  static std::mutex mu;
+  static std::map<int, int> known;
+  std::lock_guard lock(mu);
+  auto it = known.find(index);
+  if (it != known.end()) return it->second;
+  int major = 0, minor = 0;
+  OCTET_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, index));
+  OCTET_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, index));
+  return known[index] = major * 10 + minor;
+}
+
+struct Problem {
+  int64_t m, n, k;
+  bool epilogue_bias;  // bias goes through cuBLASLt (f16/bf16 out)
+  Fp8GemmPath path;
+  Plan* plan = nullptr;
+};
+
+Problem route(const Tensor& a, const Tensor& b, DType out_dtype, const Tensor& bias, bool fast_accum) {
+  Problem p{};
+  p.k = a.size(-1);
+  p.n = b.size(0);
+  p.m = rows_of(a);
+  p.epilogue_bias = bias.defined() && out_dtype != DType::f32;
+  const Device dev = a.device();
+  if (dev.is_cpu()) {
+    p.path = Fp8GemmPath::cpu_emulation;
+    return p;
+  }
+  p.path = Fp8GemmPath::dequantize_fallback;
+  const bool both_e5m2 = a.dtype() == DType::f8_e5m2 && b.dtype() == DType::f8_e5m2;
+  if (p.k == 0 || p.m == 0 || p.n == 0 || both_e5m2 || !fp8_tensor_cores(dev.index)) return p;
+  const uint32_t align_a = alignment(a.data()), align_b = alignment(b.data());
+  const bool direct = p.m % 16 == 0 && p.n % 16 == 0 && p.k % 16 == 0 && align_a >= 16 && align_b >= 16 &&
+                      (!p.epilogue_bias || alignment(bias.data()) >= 16);
+  PlanKey key{dev.index, p.m, p.n, p.k, a.dtype(), b.dtype(), out_dtype, p.epilogue_bias, fast_accum, 256, 256};
+  if (direct) {
+    key.align_a = align_a;
+    key.align_b = align_b;
+  } else {
+    key.m = round16(p.m);
+    key.n = round16(p.n);
+    key.k = round16(p.k);
+  }
+  Plan& plan = plan_for(key);
+  if (!plan.ok) return p;
+  p.plan = &plan;
+  p.path = direct ? Fp8GemmPath::cublaslt : Fp8GemmPath::cublaslt_padded;
+  return p;
+}
+
+void run_plan(Plan& plan, Device dev, const void* a, const void* b, const Tensor& scale_a, const Tensor& scale_b,
+              const void* bias, void* out) {
+  size_t ws_bytes = 0;
+  void* ws = detail::cublaslt_workspace(dev, &ws_bytes);
+  cublasLtHandle_t handle = detail::cublaslt_handle(dev);
+  const float alpha = 1.0f, beta = 0.0f;
+  std::lock_guard lock(plan.mu);
+  set_desc(plan.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, scale_b.data());
+  set_desc(plan.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, scale_a.data());
+  if (bias) set_desc(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias);
+  OCTET_CUBLAS_CHECK(cublasLtMatmul(handle, plan.desc, &alpha, b, plan.la, a, plan.lb, &beta, out, plan.ld, out,
+                                    plan.ld, &plan.algo, ws, ws_bytes, detail::stream(dev)));
+}
+
+// A copy of t (rows, cols) zero-padded to (rows_p, cols_p) (or cropped), on t's device.
+Tensor padded(const Tensor& t, int64_t rows, int64_t cols, int64_t rows_p, int64_t cols_p) {
+  Tensor out = Tensor::empty({rows_p, cols_p}, t.dtype(), t.device());
+  kernels::copy2d(t.data(), rows, cols, out.data(), rows_p, cols_p, dtype_size(t.dtype()), detail::stream(t.device()));
+  return out;
+}
+
+// Dequantize both operands and run the f32 GEMM of ops.hpp (TF32 off).
+Tensor fallback(const Tensor& a2, const Tensor& b, const Tensor& scale_a, const Tensor& scale_b, DType out_dtype,
+                const Tensor& bias) {
+  Tensor out = matmul(dequantize_fp8(a2, scale_a), dequantize_fp8(b, scale_b).t());
+  if (bias.defined()) out = add_bias(out, bias.to(DType::f32));
+  return out.to(out_dtype);
+}
+
+}  // namespace
+
+float fp8_max(DType fp8) {
+  check_fp8_dtype("fp8_max", "fp8", fp8);
+  return fp8 == DType::f8_e4m3 ? kE4M3Max : kE5M2Max;
+}
+
+bool fp8_tensor_cores(int device_index) {
+  if (device_index < 0 || device_index >= cuda_device_count()) return false;
+  return compute_capability(device_index) >= 89;
+}
+
+Fp8Cast cast_to_fp8(const Tensor& x, DType fp8, const Tensor& scale, const Tensor& amax, bool transpose) {
+  const char* op = "cast_to_fp8";
+  check::dtype_in(op, "x", x, kHigh);
+  check_fp8_dtype(op, "fp8", fp8);
+  check_scalar(op, "scale", scale, x.device());
+  if (amax.defined()) {
+    check::dtype_is(op, "amax", amax, DType::f32);
+    check::device_is(op, "amax", amax, x.device());
+    if (amax.numel() < 1) fail_arg(op, "amax", "an f32 tensor with at least one element", "an empty tensor");
+  }
+  if (transpose) check::dim_in(op, "x", x, 1, 64);
+  autograd::refuse(op, {x});
+  const int64_t cols = x.dim() == 0 ? 1 : x.size(-1), rows = rows_of(x);
+  Fp8Cast r;
+  r.data = Tensor::empty(x.shape(), fp8, x.device());
+  if (transpose) r.transposed = Tensor::empty({cols, rows}, fp8, x.device());
+  void* qt = transpose ? r.transposed.data() : nullptr;
+  float* amax_p = amax.defined() ? static_cast<float*>(amax.data()) : nullptr;
+  if (x.device().is_cpu()) {
+    cpu::fp8_cast(x.dtype(), x.data(), fp8, host_scalar(scale), r.data.data(), qt, rows, cols, amax_p);
+  } else {
+    detail::DeviceGuard g(x.device());
+    kernels::fp8_cast(x.dtype(), x.data(), fp8, static_cast<const float*>(scale.data()), r.data.data(), qt, rows,
+                      cols, amax_p, detail::stream(x.device()));
+  }
+  return r;
+}
+
+Tensor dequantize_fp8(const Tensor& q, const Tensor& scale_inv, DType out) {
+  const char* op = "dequantize_fp8";
+  check::dtype_in(op, "q", q, kFp8);
+  check_scalar(op, "scale_inv", scale_inv, q.device());
+  if (out != DType::f32 && out != DType::f16 && out != DType::bf16)
+    fail_arg(op, "out", check::dtypes_str(kHigh), dtype_name(out));
+  Tensor r = Tensor::empty(q.shape(), out, q.device());
+  if (q.device().is_cpu()) {
+    cpu::fp8_dequantize(q.dtype(), q.data(), host_scalar(scale_inv), out, r.data(), q.numel());
+  } else {
+    detail::DeviceGuard g(q.device());
+    kernels::fp8_dequantize(q.dtype(), q.data(), static_cast<const float*>(scale_inv.data()), out, r.data(),
+                            q.numel(), detail::stream(q.device()));
+  }
+  return r;
+}
+
+Fp8Scale fp8_current_scale(const Tensor& amax, DType fp8, int margin) {
+  const char* op = "fp8_current_scale";
+  check::defined(op, "amax", amax);
+  check_scalar(op, "amax", amax, amax.device());
+  check_fp8_dtype(op, "fp8", fp8);
+  const float fmax = fp8_max(fp8);
+  if (margin < 0 || margin > 64) fail_arg(op, "margin", "0 to 64", cat(margin));
+  Fp8Scale s = new_scale(amax.device());
+  if (amax.device().is_cpu()) {
+    cpu::fp8_current_scale(host_scalar(amax), fmax, margin, static_cast<float*>(s.scale.data()),
+                           static_cast<float*>(s.scale_inv.data()));
+  } else {
+    detail::DeviceGuard g(amax.device());
+    kernels::fp8_current_scale(static_cast<const float*>(amax.data()), fmax, margin, static_cast<float*>(s.scale.data()),
+                               static_cast<float*>(s.scale_inv.data()), detail::stream(amax.device()));
+  }
+  return s;
+}
+
+Fp8Scale fp8_delayed_scale(const Tensor& history, const Fp8Scale& previous, DType fp8, const DelayedScaling& recipe) {
+  const char* op = "fp8_delayed_scale";
+  check::defined(op, "history", history);
+  check::dtype_is(op, "history", history, DType::f32);
+  check::shape_is(op, "history", history, {recipe.history_len});
+  if (recipe.history_len < 1) fail_arg(op, "recipe.history_len", "at least 1", cat(recipe.history_len));
+  check_scalar(op, "previous.scale", previous.scale, history.device());
+  check_fp8_dtype(op, "fp8", fp8);
+  const float fmax = fp8_max(fp8);
+  if (recipe.margin < 0 || recipe.margin > 64) fail_arg(op, "recipe.margin", "0 to 64", cat(recipe.margin));
+  autograd::refuse(op, {history});
+  const bool use_max = recipe.algo == AmaxAlgo::max;
+  Fp8Scale s = new_scale(history.device());
+  auto* h = static_cast<float*>(history.data());
+  if (history.device().is_cpu()) {
+    cpu::fp8_delayed_scale(h, recipe.history_len, use_max, host_scalar(previous.scale), fmax, recipe.margin,
+                           static_cast<float*>(s.scale.data()), static_cast<float*>(s.scale_inv.data()));
+  } else {
+    detail::DeviceGuard g(history.device());
+    kernels::fp8_delayed_scale(h, recipe.history_len, use_max, static_cast<const float*>(previous.scale.data()), fmax,
+                               recipe.margin, static_cast<float*>(s.scale.data()),
+                               static_cast<float*>(s.scale_inv.data()), detail::stream(history.device()));
+  }
+  return s;
+}
+
+Fp8Scale fp8_unit_scale(Device device) {
+  return {Tensor::ones({}, DType::f32, device), Tensor::ones({}, DType::f32, device)};
+}
+
+namespace {
+
+void check_gemm(const char* op, const Tensor& a, const Tensor& b, DType out_dtype, const Tensor& bias) {
+  check::defined(op, "a", a);
+  check::dtype_in(op, "a", a, kFp8);
+  check::dim_in(op, "a", a, 2, 8);
+  check::defined(op, "b", b);
+  check::dtype_in(op, "b", b, kFp8);
+  check::device_is(op, "b", b, a.device());
+  check::dim_in(op, "b", b, 2, 2);
+  if (b.size(1) != a.size(-1))
+    fail_arg(op, "b", cat("shape (N, ", a.size(-1), ") to match a ", shape_str(a.shape()), " (b is used transposed)"),
+             cat("shape ", shape_str(b.shape())));
+  if (out_dtype != DType::f32 && out_dtype != DType::f16 && out_dtype != DType::bf16)
+    fail_arg(op, "out_dtype", check::dtypes_str(kHigh), dtype_name(out_dtype));
+  if (bias.defined()) {
+    check::dtype_is(op, "bias", bias, out_dtype);
+    check::device_is(op, "bias", bias, a.device());
+    check::shape_is(op, "bias", bias, {b.size(0)});
+  }
+  autograd::refuse(op, {bias});
+  if (a.device().is_cuda()) detail::require_device(op, a.device());
+}
+
+}  // namespace
+
+Fp8GemmPath matmul_fp8_path(const Tensor& a, const Tensor& b, DType out_dtype, const Tensor& bias, bool fast_accum) {
+  check_gemm("matmul_fp8_path", a, b, out_dtype, bias);
+  detail::DeviceGuard g(a.device());
+  return route(a, b, out_dtype, bias, fast_accum).path;
+}
+
+Tensor matmul_fp8(const Tensor& a, const Tensor& b, const Tensor& scale_a, const Tensor& scale_b, DType out_dtype,
+                  const Tensor& bias, bool fast_accum) {
+  const char* op = "matmul_fp8";
+  check_gemm(op, a, b, out_dtype, bias);
+  check_scalar(op, "scale_a", scale_a, a.device());
+  check_scalar(op, "scale_b", scale_b, a.device());
+  Shape out_shape(a.shape().begin(), a.shape().end() - 1);
+  out_shape.push_back(b.size(0));
+  const Device dev = a.device();
+  detail::DeviceGuard g(dev);
+  const Problem p = route(a, b, out_dtype, bias, fast_accum);
+  if (p.path == Fp8GemmPath::cpu_emulation) {
+    Tensor out = Tensor::empty(out_shape, out_dtype, dev);
+    cpu::fp8_gemm(a.dtype(), a.data(), b.dtype(), b.data(), host_scalar(scale_a), host_scalar(scale_b),
+                  bias.defined() ? bias.data() : nullptr, out_dtype, out.data(), p.m, p.n, p.k);
+    return out;
+  }
+  NoGradGuard no_grad;
+  if (p.m == 0 || p.n == 0) return Tensor::empty(out_shape, out_dtype, dev);
+  if (p.path == Fp8GemmPath::dequantize_fallback)
+    return fallback(a.reshape({p.m, p.k}), b, scale_a, scale_b, out_dtype, bias).reshape(out_shape);
+  const void* bias_p = p.epilogue_bias ? bias.data() : nullptr;
+  Tensor out;
+  if (p.path == Fp8GemmPath::cublaslt) {
+    out = Tensor::empty(out_shape, out_dtype, dev);
+    run_plan(*p.plan, dev, a.data(), b.data(), scale_a, scale_b, bias_p, out.data());
+  } else {
+    const int64_t mp = round16(p.m), np = round16(p.n), kp = round16(p.k);
+    Tensor ap = padded(a, p.m, p.k, mp, kp), bp = padded(b, p.n, p.k, np, kp);
+    Tensor biasp = p.epilogue_bias ? padded(bias, 1, p.n, 1, np) : Tensor();
+    Tensor outp = Tensor::empty({mp, np}, out_dtype, dev);
+    run_plan(*p.plan, dev, ap.data(), bp.data(), scale_a, scale_b, p.epilogue_bias ? biasp.data() : nullptr,
+             outp.data());
+    out = padded(outp, mp, np, p.m, p.n).reshape(out_shape);
+  }
+  if (bias.defined() && !p.epilogue_bias) out = add_bias(out, bias);
+  return out;
+}
+
+}  // namespace octet

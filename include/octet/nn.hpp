@@ -72,3 +72,52 @@ void uniform_(Tensor& t, double lo, double hi);
 void sgd_step(const std::vector<Tensor>& parameters, double lr);
 
 }  // namespace octet::nn
+
+// ---- nn::LinearFP8 (src/nn_linear_fp8.cpp): the real FP8 tensor-core layer of fp8_gemm.hpp ----
+#include <memory>
+
+#include "octet/fp8_gemm.hpp"
+
+namespace octet::nn {
+
+// Below this many multiply-adds per GEMM (M * N * K) a LinearFP8 on CUDA runs as plain GEMMs in
+// its master dtype (as nn::Linear), because the casts cost more than FP8 saves. 2048^3: a first
+// guess between torchao's H100 points (1024x2048x1024 slower in FP8, 4096x8192x16384 1.39x
+// faster); `octet bench fp8_gemm` measures the crossover (docs/fp8_gemm.md). Override per layer.
+inline constexpr int64_t kLinearFP8CrossoverMacs = int64_t{1} << 33;
+
+enum class Fp8Recipe { current, delayed };
+
+// y = x W^T + b with FP8 GEMMs, HYBRID format: x and W cast to E4M3 for the forward, the output
+// gradient to E5M2 for the backward; grad_x = dY W and grad_W = dY^T X are FP8 GEMMs too
+// (E5M2 x E4M3), grad_b = sum of dY in the master dtype. Master weight, bias and x: f32, bf16 or
+// f16 (x has the weight's dtype and device; any leading dims). Scales: per tensor, current
+// scaling (default) or delayed scaling for x and dY (`delayed`); the weight always uses current
+// scaling. The weight's FP8 copy (and its transpose) is reused until the weight changes: the
+// cache is keyed on the weight's storage and its in-place write counter (copy_, fill_, axpy_,
+// sgd_step bump it); call invalidate() after writing the weight any other way (raw pointers).
+// Where it runs: CPU: the FP8 emulation always (exact FP8 rounding, f32 accumulation). CUDA:
+// FP8 when M*N*K >= crossover_macs on a GPU with FP8 tensor cores, otherwise plain GEMMs;
+// crossover_macs <= 0 forces FP8 everywhere (dequantize fallback on GPUs without FP8 cores).
+// A Linear (same initialization, weight, bias, parameters()); dtype f32, bf16 or f16.
+class LinearFP8 : public Linear {
+ public:
+  LinearFP8(int64_t in_features, int64_t out_features, bool bias = true, Device device = Device::cpu(),
+            DType dtype = DType::f32);
+  Tensor forward(const Tensor& x) override;
+  void invalidate();                                  // drop the cached FP8 weight
+  bool last_forward_fp8() const { return last_fp8_; }  // whether the last forward ran FP8 GEMMs
+
+  Fp8Recipe recipe = Fp8Recipe::current;
+  DelayedScaling delayed;  // with Fp8Recipe::delayed (histories are created on first use)
+  int64_t crossover_macs = kLinearFP8CrossoverMacs;
+  bool fast_accum_forward = true, fast_accum_backward = false;
+
+  struct State;  // FP8 weight cache and delayed-scaling histories (shared with pending backwards)
+
+ private:
+  std::shared_ptr<State> state_;
+  bool last_fp8_ = false;
+};
+
+}  // namespace octet::nn

@@ -1,0 +1,27 @@
+// CUDA launchers of the fp8_gemm family (same arguments as src/cpu/fp8_gemm.hpp, but scales are
+// device pointers, plus the stream). Launchers assume validated arguments (src/fp8_gemm.cpp) and
+// check their launches. The cuBLASLt GEMM itself is driven from src/fp8_gemm.cpp.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "octet/dtype.hpp"
+
+namespace octet::kernels {
+
+// q = sat_rne(x * scale[0]) for x (rows, cols); q_t (cols, rows) when not null; amax (when not
+// null) is overwritten with max |x| (zeroed first, then an order-free bit max).
+void fp8_cast(DType in_t, const void* x, DType fp8, const float* scale, void* q, void* q_t, int64_t rows,
+              int64_t cols, float* amax, cudaStream_t s);
+void fp8_dequantize(DType fp8, const void* q, const float* scale_inv, DType out_t, void* out, int64_t n,
+                    cudaStream_t s);
+void fp8_current_scale(const float* amax, float fp8_max, int margin, float* scale, float* scale_inv, cudaStream_t s);
+void fp8_delayed_scale(float* history, int64_t len, bool use_max, const float* previous, float fp8_max, int margin,
+                       float* scale, float* scale_inv, cudaStream_t s);
+// dst (dst_rows, dst_cols) = src (src_rows, src_cols) where both exist, 0 elsewhere (pad or crop).
+void copy2d(const void* src, int64_t src_rows, int64_t src_cols, void* dst, int64_t dst_rows, int64_t dst_cols,
+            size_t elem_size, cudaStream_t s);
+
+}  // namespace octet::kernels
