@@ -1,6 +1,6 @@
 // nn::Linear (y = x W^T + b, weight (out, in)), the initializers and sgd_step.
-// Linear's forward is composed of differentiable core ops (t, matmul, add_bias), so its backward
-// is theirs. Initializers and sgd_step write in place under NoGradGuard.
+// Linear's forward is the differentiable core op linear (x W^T + b), so its backward
+// is that op's. Initializers and sgd_step write in place under NoGradGuard.
 #include <cmath>
 
 #include "octet/autograd.hpp"
@@ -60,8 +60,7 @@ Tensor Linear::forward(const Tensor& x) {
   check::device_is(op, "x", x, weight.device());
   if (x.size(-1) != in_features)
     fail_arg(op, "x", cat("last dimension ", in_features, " (in_features)"), cat("shape ", shape_str(x.shape())));
-  Tensor y = matmul(x, weight.t());
-  return bias.defined() ? add_bias(y, bias) : y;
+  return linear(x, weight, bias);
 }
 
 std::vector<Tensor> Linear::parameters() const {

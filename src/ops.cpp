@@ -226,6 +226,46 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   return out;
 }
 
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  check::dtype_in("linear", "x", x, kFloat);
+  check::dim_in("linear", "x", x, 2, 3);
+  check::dtype_is("linear", "weight", weight, x.dtype());
+  check::device_is("linear", "weight", weight, x.device());
+  check::dim_in("linear", "weight", weight, 2, 2);
+  const int64_t k = x.size(-1), n = weight.size(0);
+  if (weight.size(1) != k)
+    fail_arg("linear", "weight", cat("shape (N, ", k, ") to match x ", shape_str(x.shape())),
+             cat("shape ", shape_str(weight.shape())));
+  if (bias.defined()) {
+    check::dtype_is("linear", "bias", bias, x.dtype());
+    check::device_is("linear", "bias", bias, x.device());
+    check::shape_is("linear", "bias", bias, {n});
+  }
+  Shape out_shape(x.shape().begin(), x.shape().end() - 1);
+  const int64_t rows = shape_numel(out_shape);
+  out_shape.push_back(n);
+  Tensor y = Tensor::empty(out_shape, x.dtype(), x.device());
+  gemm_into(x, weight, y, rows, k, n, false, true);  // weight is stored (N, K): op flag, no copy
+  if (autograd::needs_grad({x, weight})) {
+    const bool need_x = x.requires_grad(), need_w = weight.requires_grad();
+    const Shape x_shape = x.shape();
+    autograd::SavedTensor xs(need_w ? x : Tensor(), "linear"), ws(need_x ? weight : Tensor(), "linear");
+    autograd::record("linear", {x, weight}, y, [xs, ws, x_shape, rows, k, n, need_x, need_w](const Tensor& g) {
+      Tensor gx, gw;
+      if (need_x) {  // (rows,N) (N,K)
+        gx = Tensor::empty(x_shape, g.dtype(), g.device());
+        gemm_into(g, ws.get(), gx, rows, n, k);
+      }
+      if (need_w) {  // (rows,N)^T (rows,K): sums over the batch
+        gw = Tensor::empty({n, k}, g.dtype(), g.device());
+        gemm_into(g, xs.get(), gw, n, rows, k, true, false);
+      }
+      return std::vector<Tensor>{gx, gw};
+    });
+  }
+  return bias.defined() ? add_bias(y, bias) : y;
+}
+
 Tensor add_bias(const Tensor& x, const Tensor& bias) {
   check::dtype_in("add_bias", "x", x, kFloat);
   check::dim_in("add_bias", "x", x, 1, 8);

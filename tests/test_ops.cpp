@@ -140,6 +140,10 @@ TEST_CASE("op argument errors") {
   CHECK_THROWS_WITH_AS(matmul(Tensor::zeros({2}), a), doctest::Contains("2 to 3 dimensions"), Error);
   CHECK_THROWS_WITH_AS(matmul(a, Tensor::zeros({3, 2, 1})), doctest::Contains("2 dimensions"), Error);
   CHECK_THROWS_WITH_AS(add_bias(a, Tensor::zeros({2})), doctest::Contains("shape (3,)"), Error);
+  CHECK_THROWS_WITH_AS(linear(a, Tensor::zeros({4, 2})), doctest::Contains("linear: argument 'weight': expected shape (N, 3)"), Error);
+  CHECK_THROWS_WITH_AS(linear(a, Tensor::zeros({4, 3}), Tensor::zeros({3})), doctest::Contains("linear: argument 'bias': expected shape (4,)"), Error);
+  CHECK_THROWS_WITH_AS(linear(a, Tensor::zeros({4, 3}, DType::f64)), doctest::Contains("dtype f32"), Error);
+  CHECK_THROWS_WITH_AS(linear(Tensor::zeros({3}), Tensor::zeros({4, 3})), doctest::Contains("2 to 3 dimensions"), Error);
   CHECK_THROWS_AS(sum(Tensor()), Error);
 }
 

@@ -18,6 +18,9 @@ Tensor max_abs(const Tensor& x);                // 0-dim f32: max |x|, NaN if an
 // (d) (M,K)x(K,N) -> (M,N), and (b,M,K)x(K,N) -> (b,M,N). cuBLAS cublasGemmEx with f32
 // accumulation on CUDA (TF32 off); blocked loops on the CPU. K = 0 gives zeros.
 Tensor matmul(const Tensor& a, const Tensor& b);
+// (d) y = x W^T (+ bias): x (M,K) or (b,M,K), weight (N,K) as a Linear layer stores it, bias (N)
+// or undefined. The transposed weight is a cuBLAS op flag, never a copy.
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = {});
 Tensor add_bias(const Tensor& x, const Tensor& bias);        // (d) x[..., N] + bias[N]
 Tensor gelu(const Tensor& x);                                // (d) exact erf form
 Tensor mse_loss(const Tensor& pred, const Tensor& target);  // (d) mean((pred - target)^2)
