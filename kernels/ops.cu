@@ -75,49 +75,42 @@ __device__ __forceinline__ float max_nan(float m, float v) { return (m != m || v
 
 constexpr int kReduceThreads = 256;
 
-// Pass 1: block b reduces a fixed strided subset of x into partial[b].
-template <class T, class A> __global__ void reduce_partial(Reduce op, const T* x, int64_t n, A* partial) {
+template <class A> __device__ __forceinline__ A combine(Reduce op, A acc, A v) {
+  return op == Reduce::max_abs ? static_cast<A>(max_nan(static_cast<float>(acc), static_cast<float>(v))) : acc + v;
+}
+
+// Tree reduction of one value per thread in a fixed order; the result is valid in thread 0.
+template <class A> __device__ A block_reduce(Reduce op, A acc) {
   __shared__ A buf[kReduceThreads];
-  A acc = 0;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const A v = load_acc<T, A>(x[i]);
-    if (op == Reduce::max_abs) acc = static_cast<A>(max_nan(static_cast<float>(acc), fabsf(static_cast<float>(v))));
-    else acc += v;
-  }
   buf[threadIdx.x] = acc;
   __syncthreads();
   for (int s = kReduceThreads / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) {
-      if (op == Reduce::max_abs) buf[threadIdx.x] = static_cast<A>(max_nan(static_cast<float>(buf[threadIdx.x]), static_cast<float>(buf[threadIdx.x + s])));
-      else buf[threadIdx.x] += buf[threadIdx.x + s];
-    }
+    if (threadIdx.x < s) buf[threadIdx.x] = combine(op, buf[threadIdx.x], buf[threadIdx.x + s]);
     __syncthreads();
   }
-  if (threadIdx.x == 0) partial[blockIdx.x] = buf[0];
+  return buf[0];
+}
+
+// Pass 1: block b reduces a fixed strided subset of x into partial[b].
+template <class T, class A> __global__ void reduce_partial(Reduce op, const T* x, int64_t n, A* partial) {
+  A acc = 0;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const A v = load_acc<T, A>(x[i]);
+    acc = combine(op, acc, op == Reduce::max_abs ? static_cast<A>(fabsf(static_cast<float>(v))) : v);
+  }
+  acc = block_reduce(op, acc);
+  if (threadIdx.x == 0) partial[blockIdx.x] = acc;
 }
 
 // Pass 2: one block combines the partials in a fixed order and writes the result.
 template <class T, class A> __global__ void reduce_final(Reduce op, const A* partial, int blocks, int64_t n, void* out) {
-  __shared__ A buf[kReduceThreads];
   A acc = 0;
-  for (int i = threadIdx.x; i < blocks; i += blockDim.x) {
-    if (op == Reduce::max_abs) acc = static_cast<A>(max_nan(static_cast<float>(acc), static_cast<float>(partial[i])));
-    else acc += partial[i];
-  }
-  buf[threadIdx.x] = acc;
-  __syncthreads();
-  for (int s = kReduceThreads / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) {
-      if (op == Reduce::max_abs) buf[threadIdx.x] = static_cast<A>(max_nan(static_cast<float>(buf[threadIdx.x]), static_cast<float>(buf[threadIdx.x + s])));
-      else buf[threadIdx.x] += buf[threadIdx.x + s];
-    }
-    __syncthreads();
-  }
+  for (int i = threadIdx.x; i < blocks; i += blockDim.x) acc = combine(op, acc, partial[i]);
+  acc = block_reduce(op, acc);
   if (threadIdx.x != 0) return;
-  if (op == Reduce::max_abs) { *static_cast<float*>(out) = static_cast<float>(buf[0]); return; }
-  A r = buf[0];
-  if (op == Reduce::mean) r = n > 0 ? r / static_cast<A>(n) : static_cast<A>(NAN);
-  *static_cast<T*>(out) = store<T>(r);
+  if (op == Reduce::max_abs) { *static_cast<float*>(out) = static_cast<float>(acc); return; }
+  if (op == Reduce::mean) acc = n > 0 ? acc / static_cast<A>(n) : static_cast<A>(NAN);
+  *static_cast<T*>(out) = store<T>(acc);
 }
 
 template <class T> __global__ void add_bias_kernel(const T* x, const T* bias, T* out, int64_t rows, int64_t cols) {
