@@ -1,2 +1,642 @@
-// (to be written) tests of the quant family.
+// Tests of the quant family: code tables (golden + SHA-256 of the spec), the index rule (closed
+// form vs a literal port of bitsandbytes' binary search vs the kernels' LUT), CPU semantics,
+// golden outputs of bitsandbytes 0.49.2 with the documented reciprocal deltas identified,
+// CPU vs CUDA bit for bit, edge inputs, bad arguments, nested absmax, fake-quantize, the port of
+// test_dynamic_quantization and a > 2^31-element case (OCTET_LARGE=1).
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <set>
+
+#include "src/cpu/quant.hpp"
 #include "tests/helpers.hpp"
+
+using namespace octet;
+namespace qi = octet::quant_index;
+
+namespace {
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+constexpr std::initializer_list<DType> kDtypes = {DType::f32, DType::f16, DType::bf16};
+constexpr std::initializer_list<int64_t> kBlocksizes = {32, 64, 128, 256, 512, 1024, 2048, 4096};
+
+uint32_t bits(float x) { return qi::float_bits(x); }
+float from_bits(uint32_t u) { return qi::bits_float(u); }
+
+// ---- SHA-256 (FIPS 180-4), for the table hashes of the spec ----
+std::string sha256(const void* data, size_t len) {
+  static const uint32_t k[64] = {
+      0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98,
+      0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786,
+      0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8,
+      0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13,
+      0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819,
+      0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a,
+      0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+      0xc67178f2};
+  uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+  std::vector<uint8_t> m(static_cast<const uint8_t*>(data), static_cast<const uint8_t*>(data) + len);
+  m.push_back(0x80);
+  while (m.size() % 64 != 56) m.push_back(0);
+  for (int i = 7; i >= 0; --i) m.push_back(static_cast<uint8_t>((uint64_t{len} * 8) >> (8 * i)));
+  auto rotr = [](uint32_t x, int n) { return (x >> n) | (x << (32 - n)); };
+  for (size_t off = 0; off < m.size(); off += 64) {
+    uint32_t w[64];
+    for (int i = 0; i < 16; ++i)
+      w[i] = uint32_t{m[off + 4 * i]} << 24 | uint32_t{m[off + 4 * i + 1]} << 16 | uint32_t{m[off + 4 * i + 2]} << 8 |
+             m[off + 4 * i + 3];
+    for (int i = 16; i < 64; ++i) {
+      const uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
+      const uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
+      w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    uint32_t a[8];
+    std::copy(h, h + 8, a);
+    for (int i = 0; i < 64; ++i) {
+      const uint32_t t1 = a[7] + (rotr(a[4], 6) ^ rotr(a[4], 11) ^ rotr(a[4], 25)) + ((a[4] & a[5]) ^ (~a[4] & a[6])) + k[i] + w[i];
+      const uint32_t t2 = (rotr(a[0], 2) ^ rotr(a[0], 13) ^ rotr(a[0], 22)) + ((a[0] & a[1]) ^ (a[0] & a[2]) ^ (a[1] & a[2]));
+      for (int j = 7; j > 0; --j) a[j] = a[j - 1];
+      a[4] += t1;
+      a[0] = t1 + t2;
+    }
+    for (int i = 0; i < 8; ++i) h[i] += a[i];
+  }
+  std::string hex;
+  char buf[9];
+  for (uint32_t v : h) {
+    std::snprintf(buf, sizeof buf, "%08x", v);
+    hex += buf;
+  }
+  return hex;
+}
+
+std::string sha_of(const Tensor& table) {
+  const auto v = table.to_vector<float>();
+  return sha256(v.data(), v.size() * sizeof(float));
+}
+
+// ---- bitsandbytes' dQuantize (csrc/kernels.cu, non-stochastic), ported literally ----
+int bnb_index(const float* code, float x) {
+  int pivot = 127, upper_pivot = 255, lower_pivot = 0;
+  float lower = -1.0f, upper = 1.0f;
+  float val = code[pivot];
+  for (int i = 64; i > 0; i >>= 1) {
+    if (x > val) {
+      lower_pivot = pivot;
+      lower = val;
+      pivot += i;
+    } else {
+      upper_pivot = pivot;
+      upper = val;
+      pivot -= i;
+    }
+    val = code[pivot];
+  }
+  if (upper_pivot == 255) upper = code[upper_pivot];
+  if (lower_pivot == 0) lower = code[lower_pivot];
+  if (x > val) {
+    const float midpoint = (upper + val) * 0.5f;
+    return x > midpoint ? upper_pivot : pivot;
+  }
+  const float midpoint = (lower + val) * 0.5f;
+  return x < midpoint ? lower_pivot : pivot;
+}
+
+struct NamedTable {
+  const char* name;
+  Code code;
+  Tensor table;
+  const char* golden;
+  const char* sha;  // "" when the spec lists none
+};
+
+std::vector<NamedTable> tables() {
+  return {
+      {"dynamic_signed", Code::dynamic(true), create_dynamic_map(true, 7, 8), "map.dynamic_signed",
+       "e732639a65f497b4ad684bb166a4467708255edd5207757de8b8f0c7e1fda89c"},
+      {"dynamic_unsigned", Code::dynamic(false), create_dynamic_map(false, 7, 8), "map.dynamic_unsigned",
+       "305f002cc11278fb769d13b25b9fd0c7c83c8402c40a878fe086f4039fde6398"},
+      {"fp8_e4m3", Code::fp8_e4m3(), create_fp8_map(true, 4, 3, 8), "map.fp8_e4m3",
+       "f3c007a4cafc83fe599bffde8d83c3b00a6c648306af949f2d0a051da02832aa"},
+      {"fp8_e5m2", Code::fp8_e5m2(), create_fp8_map(true, 5, 2, 8), "map.fp8_e5m2",
+       "0da7c4e2990b302a360d0664262e0bce8012809e65954885e9b573c00fd57b04"},
+      {"linear_signed", Code::linear(), create_linear_map(true, 8), "map.linear_signed", ""},
+  };
+}
+
+void add_neighbours(std::vector<float>& xs, float c, int ulps) {
+  float lo = c, hi = c;
+  xs.push_back(c);
+  for (int i = 0; i < ulps; ++i) {
+    lo = std::nextafter(lo, -kInf);
+    hi = std::nextafter(hi, kInf);
+    xs.push_back(lo);
+    xs.push_back(hi);
+  }
+}
+
+// Where the closed form (and the binary search) can change value: every entry and every float32
+// midpoint, with their neighbours; plus special values.
+std::vector<float> critical_points(const std::vector<float>& code) {
+  std::vector<float> xs = {0.0f, -0.0f, kInf, -kInf, kNaN, -kNaN, std::numeric_limits<float>::max(),
+                           -std::numeric_limits<float>::max(), std::numeric_limits<float>::denorm_min(),
+                           -std::numeric_limits<float>::denorm_min(), 1.0f, -1.0f, 2.0f, -2.0f};
+  for (int j = 0; j < 256; ++j) add_neighbours(xs, code[j], 2);
+  for (int j = 0; j < 255; ++j) add_neighbours(xs, (code[j] + code[j + 1]) * 0.5f, 2);
+  return xs;
+}
+
+std::vector<float> random_floats(size_t count, uint32_t seed) {
+  manual_seed(seed);
+  const auto u = rand({static_cast<int64_t>(count)}).to_vector<float>();
+  const auto g = randn({static_cast<int64_t>(count)}).to_vector<float>();
+  std::vector<float> xs;
+  for (size_t i = 0; i < count; ++i) {
+    xs.push_back(from_bits(static_cast<uint32_t>(u[i] * 4294967296.0)));  // any bit pattern
+    xs.push_back(g[i]);
+    xs.push_back(u[i] * 2.0f - 1.0f);
+  }
+  return xs;
+}
+
+Tensor host_tensor(const std::vector<float>& v, DType t = DType::f32) { return Tensor::from_vector(v).to(t); }
+
+}  // namespace
+
+// ================================ tables ================================
+
+TEST_CASE("code tables equal bitsandbytes 0.49.2 bit for bit (SHA-256 of the spec)") {
+  for (const auto& t : tables()) {
+    CAPTURE(std::string(t.name));
+    CHECK(t.table.dtype() == DType::f32);
+    CHECK(t.table.shape() == Shape{256});
+    if (*t.sha) CHECK(sha_of(t.table) == t.sha);
+    if (test::golden_available()) CHECK(test::bitwise_equal(t.table, test::golden(t.golden)));
+    CHECK(t.code.values() == t.table.to_vector<float>());
+  }
+  // Values the spec lists.
+  const auto d = create_dynamic_map().to_vector<float>();
+  CHECK(bits(d[0]) == 0xbf7e3333u);
+  CHECK(d[255] == 1.0f);
+  CHECK(d[127] == 0.0f);
+  CHECK(d[128] == 5.5000004e-07f);
+  CHECK(d[126] == -5.5000004e-07f);
+  CHECK(d[129] == 3.2500002e-06f);
+  CHECK(std::count_if(d.begin(), d.end(), [](float v) { return v >= 0.1f; }) == 65);
+  CHECK(std::set<float>(d.begin(), d.end()).size() == 256);
+  const auto e4 = create_fp8_map(true, 4, 3, 8).to_vector<float>();
+  CHECK(e4[0] == -1.0f);
+  CHECK(e4[1] == -0.93333334f);
+  CHECK(bits(e4[127]) == 0x00000000u);
+  CHECK(bits(e4[128]) == 0x80000000u);
+  CHECK(e4[129] == 1.0172527e-06f);
+  CHECK(e4[136] == 3.2552085e-05f);
+  const auto e5 = create_fp8_map(true, 5, 2, 8).to_vector<float>();
+  CHECK(e5[1] == -0.85714287f);
+  CHECK(e5[129] == 3.3261522e-11f);
+  CHECK(e5[132] == 5.3218435e-10f);
+  const auto lin = create_linear_map().to_vector<float>();
+  CHECK(lin[0] == -1.0f);
+  CHECK(lin[127] == 0.0f);
+  CHECK(lin[128] == 3.7252903e-09f);
+  CHECK(lin[255] == 1.0f);
+  // The non-fused linspace would give another table (spec 1.1): the fused form matters.
+  CHECK(sha_of(create_dynamic_map()) != "dad4c269c3243d1705f6b979dccb61efb8d1074812ecf8d79255a82f60671763");
+}
+
+TEST_CASE("code table generators: other arguments and bad arguments") {
+  // Fewer bits: zeros padded and sorted in, still 256 entries.
+  const auto d4 = create_dynamic_map(true, 2, 4).to_vector<float>();
+  CHECK(std::count(d4.begin(), d4.end(), 0.0f) == 241);
+  CHECK(std::is_sorted(d4.begin(), d4.end()));
+  const auto f6 = create_fp8_map(true, 3, 2, 6).to_vector<float>();
+  CHECK(std::is_sorted(f6.begin(), f6.end()));
+  CHECK(*std::max_element(f6.begin(), f6.end()) == 1.0f);
+  CHECK_THROWS_WITH_AS(create_dynamic_map(true, 8, 8), doctest::Contains("max_exponent_bits"), Error);
+  CHECK_THROWS_WITH_AS(create_dynamic_map(true, 7, 9), doctest::Contains("total_bits"), Error);
+  CHECK_THROWS_WITH_AS(create_dynamic_map(false, 6, 8), doctest::Contains("2^total_bits"), Error);
+  CHECK_THROWS_WITH_AS(create_fp8_map(true, 4, 4, 8), doctest::Contains("exponent_bits + precision_bits"), Error);
+  CHECK_THROWS_WITH_AS(create_fp8_map(false, 8, 0, 8), doctest::Contains("fit in float32"), Error);
+  CHECK_THROWS_WITH_AS(create_linear_map(true, 0), doctest::Contains("total_bits"), Error);
+}
+
+TEST_CASE("Code validates a table once: dtype, shape, NaN, order") {
+  auto table = create_dynamic_map().to_vector<float>();
+  CHECK(Code(Tensor::from_vector(table), "mine").name() == "mine");
+  CHECK_THROWS_WITH_AS(Code(Tensor::from_vector(table).to(DType::f16)), doctest::Contains("dtype f32"), Error);
+  CHECK_THROWS_WITH_AS(Code(Tensor::from_vector(std::vector<float>(255, 0.0f))), doctest::Contains("(256,)"), Error);
+  CHECK_THROWS_WITH_AS(Code(Tensor::from_vector(table, Shape{16, 16})), doctest::Contains("(256,)"), Error);
+  CHECK_THROWS_WITH_AS(Code{Tensor()}, doctest::Contains("defined"), Error);
+  auto bad = table;
+  bad[10] = kNaN;
+  CHECK_THROWS_WITH_AS(Code(Tensor::from_vector(bad)), doctest::Contains("NaN at index 10"), Error);
+  bad = table;
+  std::swap(bad[3], bad[4]);
+  CHECK_THROWS_WITH_AS(Code(Tensor::from_vector(bad)), doctest::Contains("sorted ascending"), Error);
+  // The unsorted few-bit linear map is refused when wrapped.
+  CHECK_THROWS_WITH_AS(Code(create_linear_map(false, 4)), doctest::Contains("sorted ascending"), Error);
+  // Duplicates (the two FP8 zeros) and infinities are legal.
+  auto dup = table;
+  dup[0] = -kInf;
+  CHECK_NOTHROW(Code(Tensor::from_vector(dup)));
+  CHECK(Code().values() == table);
+  CHECK(Code().table(Device::cpu()).same(Code().table(Device::cpu())));  // cached
+}
+
+// ================================ index rule ================================
+
+TEST_CASE("closed form == bitsandbytes' binary search on every table (all midpoints, entries, neighbours, random)") {
+  for (const auto& t : tables()) {
+    CAPTURE(std::string(t.name));
+    const qi::Tables tab = cpu::index_tables(t.code.values().data());
+    auto xs = critical_points(t.code.values());
+    const auto r = random_floats(20000, 7);
+    xs.insert(xs.end(), r.begin(), r.end());
+    int64_t bad = 0;
+    for (float x : xs) bad += qi::closed_form(tab.code, tab.mid, x) != bnb_index(tab.code, x);
+    CHECK(bad == 0);
+  }
+  // Spec facts: NaN -> 0, ±0 -> the zero code, beyond the ends -> 0 / 255, ties go to even.
+  const qi::Tables d = cpu::index_tables(Code().values().data());
+  CHECK(qi::closed_form(d.code, d.mid, kNaN) == 0);
+  CHECK(qi::closed_form(d.code, d.mid, 0.0f) == 127);
+  CHECK(qi::closed_form(d.code, d.mid, -0.0f) == 127);
+  CHECK(qi::closed_form(d.code, d.mid, 5.0f) == 255);
+  CHECK(qi::closed_form(d.code, d.mid, -1.0f) == 0);
+  CHECK(qi::closed_form(d.code, d.mid, kInf) == 255);
+  CHECK(qi::closed_form(d.code, d.mid, -kInf) == 0);
+  for (int j = 0; j < 255; ++j) CHECK(qi::closed_form(d.code, d.mid, d.mid[j]) == (j % 2 == 0 ? j : j + 1));
+  const qi::Tables e4 = cpu::index_tables(Code::fp8_e4m3().values().data());
+  CHECK(qi::closed_form(e4.code, e4.mid, 0.0f) == 127);
+  CHECK(qi::closed_form(e4.code, e4.mid, -0.0f) == 127);
+}
+
+// The LUT path and the closed form are both step functions of the float. The LUT can change
+// only at bucket starts and thresholds, the closed form only next to entries and midpoints:
+// agreeing on both sides of every such point means agreeing on all 2^32 floats.
+TEST_CASE("kernel index LUT == closed form on all floats (every change point of both)") {
+  for (const auto& t : tables()) {
+    CAPTURE(std::string(t.name));
+    const qi::Tables tab = cpu::index_tables(t.code.values().data());
+    const cpu::IndexLut& lut = quant_internal::index_lut(t.code);
+    const qi::LutShape& s = lut.shape;
+    MESSAGE(t.name << ": LUT of " << lut.entries.size() << " entries, mantissa bits " << 23 - s.shift[0] << " (x >= 0) and "
+                   << 23 - s.shift[1] << " (x < 0), " << lut.slow_buckets << " slow buckets");
+    CHECK(lut.slow_buckets == 0);
+    CHECK(lut.entries.size() <= static_cast<size_t>(qi::kMaxLutEntries));
+    auto xs = critical_points(t.code.values());
+    for (uint32_t sign = 0; sign < 2; ++sign) {
+      CHECK(s.first[sign] + s.buckets[sign] <= static_cast<int>(lut.entries.size()));
+      for (int b = 0; b < s.buckets[sign]; ++b) {
+        const uint32_t lo = static_cast<uint32_t>(b + s.bias[sign]) << s.shift[sign];
+        for (uint32_t u : {lo, lo - 1, lo + 1}) xs.push_back(from_bits((u & 0x7FFFFFFFu) | sign << 31));
+        const uint32_t thr = lut.entries[s.first[sign] + b].thr;
+        if (thr < 0x80000000u)
+          for (uint32_t u : {thr, thr - 1}) xs.push_back(from_bits(u | sign << 31));
+      }
+    }
+    const auto r = random_floats(20000, 11);
+    xs.insert(xs.end(), r.begin(), r.end());
+    int64_t bad = 0;
+    for (float x : xs) bad += qi::lut_index(lut.entries.data(), s, tab, x) != qi::closed_form(tab.code, tab.mid, x);
+    CHECK(bad == 0);
+  }
+}
+
+TEST_CASE("index LUT of a crowded user table falls back to the closed form") {
+  std::vector<float> v(256);
+  for (int i = 0; i < 256; ++i) v[i] = 1.0f + static_cast<float>(i) * 0x1p-23f;  // 256 adjacent floats
+  const Code c(Tensor::from_vector(v));
+  const qi::Tables tab = cpu::index_tables(v.data());
+  const cpu::IndexLut& lut = quant_internal::index_lut(c);
+  CHECK(lut.slow_buckets > 0);
+  int64_t bad = 0;
+  for (float x : critical_points(v)) bad += qi::lut_index(lut.entries.data(), lut.shape, tab, x) != bnb_index(tab.code, x);
+  CHECK(bad == 0);
+}
+
+OCTET_CUDA_TEST("kernel index LUT == closed form on all 2^32 float bit patterns") {
+  for (const auto& t : tables()) {
+    CAPTURE(std::string(t.name));
+    CHECK(quant_internal::index_mismatches_on(t.code, Device::cuda(0)) == 0);
+  }
+}
+
+// ================================ CPU semantics ================================
+
+namespace {
+
+// Blockwise codes/absmax from the definition: absmax = max |v| ignoring NaN, x = v * (1/absmax)
+// (normal reciprocal range), index by bitsandbytes' search; zero blocks -> the code of 0.
+void check_blockwise_definition(const Tensor& A, const Quantized& q, const Code& code, int64_t bs) {
+  const auto v = A.to_vector<float>();
+  const auto c = q.codes.to_vector<uint8_t>();
+  const auto am = q.state.absmax.to_vector<float>();
+  const float* tab = code.values().data();
+  REQUIRE(am.size() == static_cast<size_t>((v.size() + bs - 1) / bs));
+  int64_t bad_amax = 0, bad_code = 0;
+  for (size_t b = 0; b < am.size(); ++b) {
+    float m = 0.0f;
+    for (size_t i = b * bs; i < std::min(v.size(), (b + 1) * bs); ++i)
+      if (std::fabs(v[i]) > m) m = std::fabs(v[i]);
+    bad_amax += bits(m) != bits(am[b]);
+    const float r = m > 0 ? 1.0f / m : 0.0f;
+    for (size_t i = b * bs; i < std::min(v.size(), (b + 1) * bs); ++i) bad_code += c[i] != bnb_index(tab, v[i] * r);
+  }
+  CHECK(bad_amax == 0);
+  CHECK(bad_code == 0);
+}
+
+}  // namespace
+
+TEST_CASE("CPU quantize_blockwise follows the definition (every dtype, every blocksize, partial blocks)") {
+  manual_seed(1);
+  for (DType t : kDtypes) {
+    for (int64_t bs : kBlocksizes) {
+      CAPTURE(dtype_name(t));
+      CAPTURE(bs);
+      const Tensor A = randn({3 * bs + 17}).to(t);
+      const Quantized q = quantize_blockwise(A, Code(), bs);
+      CHECK(q.codes.shape() == A.shape());
+      CHECK(q.codes.dtype() == DType::u8);
+      CHECK(q.state.absmax.shape() == Shape{4});
+      CHECK(q.state.blocksize == bs);
+      CHECK(q.state.dtype == t);
+      check_blockwise_definition(A, q, Code(), bs);
+    }
+  }
+  const Tensor A = randn({5, 7, 33});
+  check_blockwise_definition(A, quantize_blockwise(A, Code::fp8_e5m2(), 64), Code::fp8_e5m2(), 64);
+}
+
+TEST_CASE("CPU global quantize: x = A / max|A| (IEEE), indices by the binary search") {
+  manual_seed(2);
+  for (DType t : kDtypes) {
+    const Tensor A = randn({301, 3}).to(t);
+    const Quantized q = quantize(A);
+    const auto v = A.to_vector<float>();
+    float m = 0;
+    for (float x : v) m = std::max(m, std::fabs(x));
+    CHECK(q.state.absmax.to_vector<float>() == std::vector<float>{m});
+    CHECK(q.state.blocksize == 0);
+    const auto c = q.codes.to_vector<uint8_t>();
+    int64_t bad = 0;
+    for (size_t i = 0; i < v.size(); ++i) bad += c[i] != bnb_index(Code().values().data(), v[i] / m);
+    CHECK(bad == 0);
+  }
+}
+
+namespace {
+
+// Dequantize by the definition: code[q] * absmax in f32, then RNE to out_t.
+Tensor dequant_reference(const Tensor& codes, const std::vector<float>& absmax, int64_t bs, const Code& code, DType out_t) {
+  const auto c = codes.to_vector<uint8_t>();
+  std::vector<float> y(c.size());
+  for (size_t i = 0; i < c.size(); ++i) y[i] = code.values()[c[i]] * absmax[bs ? i / bs : 0];
+  return Tensor::from_vector(y, codes.shape()).to(out_t);
+}
+
+}  // namespace
+
+TEST_CASE("dequantize: code[q] * absmax in f32, rounded to the state's dtype or out_dtype") {
+  manual_seed(3);
+  for (DType t : kDtypes) {
+    const Tensor A = randn({1000}).to(t);
+    const Quantized qb = quantize_blockwise(A, Code(), 64);
+    const auto am = qb.state.absmax.to_vector<float>();
+    CHECK(test::bitwise_equal(dequantize_blockwise(qb.codes, qb.state), dequant_reference(qb.codes, am, 64, Code(), t)));
+    for (DType o : kDtypes)
+      CHECK(test::bitwise_equal(dequantize_blockwise(qb.codes, qb.state, o), dequant_reference(qb.codes, am, 64, Code(), o)));
+    const Quantized qg = quantize(A);
+    CHECK(test::bitwise_equal(dequantize(qg.codes, qg.state),
+                              dequant_reference(qg.codes, qg.state.absmax.to_vector<float>(), 0, Code(), t)));
+  }
+}
+
+// ================================ golden ================================
+
+namespace {
+
+// bitsandbytes' reciprocal is one of the two floats around 1/absmax; the one octet does not use.
+float other_reciprocal(float absmax) {
+  const float r = 1.0f / absmax;
+  const bool above = static_cast<double>(r) * absmax > 1.0;  // r > exact 1/absmax
+  return std::nextafter(r, above ? 0.0f : kInf);
+}
+
+void golden_blockwise(Device dev, const std::string& key, const Code& code, int64_t bs) {
+  CAPTURE(key);
+  const Tensor in = test::golden(key + ".in");
+  const auto gcodes = test::golden(key + ".codes").to_vector<uint8_t>();
+  const auto gabs = test::golden(key + ".absmax").to_vector<float>();
+  const Tensor gout = test::golden(key + ".out");
+  const Quantized q = quantize_blockwise(in.to(dev), code, bs);
+  const auto c = q.codes.to_vector<uint8_t>();
+  const auto am = q.state.absmax.to_vector<float>();
+  const auto v = in.to_vector<float>();
+  REQUIRE(am.size() == gabs.size());
+  int64_t mismatches = 0, explained = 0, bad = 0;
+  for (size_t b = 0; b < am.size(); ++b) {
+    CHECK(bits(am[b]) == bits(gabs[b]));
+    const size_t lo = b * bs, hi = std::min(v.size(), (b + 1) * bs);
+    bool differs = false;
+    for (size_t i = lo; i < hi; ++i) differs |= c[i] != gcodes[i];
+    if (!differs) continue;
+    if (am[b] == 0.0f) {  // zero block: bitsandbytes gives index 0, octet the code of 0
+      for (size_t i = lo; i < hi; ++i) bad += gcodes[i] != 0 || c[i] != 127;
+      continue;
+    }
+    const float r_alt = other_reciprocal(am[b]);
+    for (size_t i = lo; i < hi; ++i) {
+      bad += bnb_index(code.values().data(), v[i] * r_alt) != gcodes[i];
+      if (c[i] != gcodes[i]) {
+        ++mismatches;
+        bad += std::abs(int{c[i]} - int{gcodes[i]}) != 1;
+        explained += bnb_index(code.values().data(), v[i] * r_alt) == gcodes[i];
+      }
+    }
+  }
+  MESSAGE(key << " on " << dev.str() << ": " << mismatches << " of " << v.size()
+              << " codes one index apart, all explained by bitsandbytes' approximate reciprocal: " << explained);
+  CHECK(bad == 0);
+  CHECK(explained == mismatches);
+  CHECK(mismatches * 100 <= static_cast<int64_t>(v.size()));  // rare: about 1% of elements at most
+  // Dequantize bitsandbytes' own codes: bit for bit its output (no FTZ case arises here).
+  QuantState st = q.state;
+  st.absmax = test::golden(key + ".absmax").to(dev);
+  const Tensor gc = test::golden(key + ".codes").to(dev);
+  CHECK(test::bitwise_equal(dequantize_blockwise(gc, st), gout));
+  // Our dequantized output equals bitsandbytes' wherever the codes agree.
+  const auto ours = dequantize_blockwise(q.codes, q.state).to_vector<float>();
+  const auto theirs = gout.to_vector<float>();
+  int64_t out_bad = 0;
+  for (size_t i = 0; i < v.size(); ++i) out_bad += c[i] == gcodes[i] && bits(ours[i]) != bits(theirs[i]);
+  CHECK(out_bad == 0);
+}
+
+void golden_global(Device dev, const std::string& key) {
+  CAPTURE(key);
+  const Quantized q = quantize(test::golden(key + ".in").to(dev));
+  CHECK(test::bitwise_equal(q.codes, test::golden(key + ".codes")));
+  CHECK(test::bitwise_equal(q.state.absmax, test::golden(key + ".absmax")));
+  CHECK(test::bitwise_equal(dequantize(q.codes, q.state), test::golden(key + ".out")));
+}
+
+void golden_all(Device dev) {
+  if (!test::golden_available()) return;
+  golden_blockwise(dev, "block.f32.bs64.n5000", Code(), 64);
+  golden_blockwise(dev, "block.f32.bs256.n5000", Code(), 256);
+  golden_blockwise(dev, "block.f32.bs4096.n5000", Code(), 4096);
+  golden_blockwise(dev, "block.f16.bs64.n3000", Code(), 64);
+  golden_blockwise(dev, "block.bf16.bs128.n3000", Code(), 128);
+  golden_blockwise(dev, "block.f32.fp8e4m3.bs256.n3000", Code::fp8_e4m3(), 256);
+  golden_global(dev, "global.randn_64x64");
+  golden_global(dev, "global.rand_64x64");
+}
+
+}  // namespace
+
+OCTET_TEST_BOTH("golden bitsandbytes 0.49.2 blockwise and global", golden_all)
+
+// ================================ edge inputs, zero blocks, sizes ================================
+
+namespace {
+
+// Blocks of 64: zeros, NaNs, ±Inf, subnormals, ±1e30, table midpoints at absmax 1 and 4 (exact
+// reciprocal: x lands on the midpoints), at absmax 3 and 2^100, mixed signs.
+std::vector<float> edge_values() {
+  const auto& code = Code().values();
+  std::vector<float> v;
+  auto block = [&](std::vector<float> b) {
+    b.resize(64, b.empty() ? 0.0f : b.back());
+    v.insert(v.end(), b.begin(), b.end());
+  };
+  block({0.0f});
+  block({-0.0f, 0.0f});
+  block({kNaN});
+  block({kNaN, 0.0f, -0.0f, 0.5f, kNaN, -0.25f});
+  block({kInf, 1.0f, -1.0f, 0.0f, kNaN});
+  block({-kInf, 3.0f, kInf});
+  block({std::numeric_limits<float>::denorm_min(), -2e-45f, 1e-40f, -3e-39f, 0.0f, 5e-42f});
+  block({1e30f, -1e30f, 1.0f, 3e38f, -3.4e38f});
+  block({std::numeric_limits<float>::max(), -1e-30f, 1e20f});
+  block({-1.0f, -0.5f, -0.99296874f, -0.7f});
+  for (float scale : {1.0f, 4.0f, 3.0f, 0x1p100f}) {
+    for (int start = 0; start < 255; start += 63) {
+      std::vector<float> b = {scale};
+      for (int j = start; j < std::min(255, start + 63); ++j) b.push_back((code[j] + code[j + 1]) * 0.5f * scale);
+      block(b);
+    }
+  }
+  v.push_back(0.75f);  // partial last block
+  v.push_back(-0.125f);
+  return v;
+}
+
+void zero_blocks(Device dev) {
+  for (DType t : kDtypes) {
+    CAPTURE(dtype_name(t));
+    const Tensor A = Tensor::zeros({200}, t, dev);
+    const Quantized qb = quantize_blockwise(A, Code(), 64);
+    CHECK(qb.codes.to_vector<uint8_t>() == std::vector<uint8_t>(200, 127));
+    CHECK(qb.state.absmax.to_vector<float>() == std::vector<float>(4, 0.0f));
+    for (const Tensor& y : {dequantize_blockwise(qb.codes, qb.state), fake_quantize_blockwise(A, Code(), 64)})
+      for (float x : y.to_vector<float>()) CHECK(bits(x) == 0u);  // +0
+    const Quantized qg = quantize(A);
+    CHECK(qg.codes.to_vector<uint8_t>() == std::vector<uint8_t>(200, 127));
+    for (const Tensor& y : {dequantize(qg.codes, qg.state), fake_quantize(A, Code())})
+      for (float x : y.to_vector<float>()) CHECK(bits(x) == 0u);
+  }
+  // All-NaN block: absmax 0 (NaN ignored), codes 0 (NaN -> index 0), dequantized code[0] * 0 = -0.
+  const Quantized qn = quantize_blockwise(Tensor::full({64}, NAN, DType::f32, dev), Code(), 64);
+  CHECK(qn.state.absmax.to_vector<float>() == std::vector<float>{0.0f});
+  CHECK(qn.codes.to_vector<uint8_t>() == std::vector<uint8_t>(64, 0));
+  // Global: NaN propagates to absmax, Inf gives NaN / -Inf on dequantize (spec 2).
+  const Quantized gn = quantize(host_tensor({1.0f, kNaN, -2.0f}).to(dev));
+  CHECK(std::isnan(gn.state.absmax.to_vector<float>()[0]));
+  CHECK(gn.codes.to_vector<uint8_t>() == std::vector<uint8_t>(3, 0));
+  const Quantized gi = quantize(host_tensor({1.0f, kInf, -2.0f}).to(dev));
+  CHECK(gi.codes.to_vector<uint8_t>() == std::vector<uint8_t>{127, 0, 127});
+  const auto yi = dequantize(gi.codes, gi.state).to_vector<float>();
+  CHECK(std::isnan(yi[0]));
+  CHECK(yi[1] == -kInf);
+}
+
+void empty_and_shapes(Device dev) {
+  for (DType t : kDtypes) {
+    const Tensor A = Tensor::empty({0, 5}, t, dev);
+    const Quantized qb = quantize_blockwise(A, Code(), 32);
+    CHECK(qb.codes.shape() == Shape{0, 5});
+    CHECK(qb.state.absmax.shape() == Shape{0});
+    CHECK(dequantize_blockwise(qb.codes, qb.state).shape() == Shape{0, 5});
+    const Quantized qg = quantize(A);
+    CHECK(qg.state.absmax.to_vector<float>() == std::vector<float>{0.0f});
+    CHECK(dequantize(qg.codes, qg.state).numel() == 0);
+    CHECK(fake_quantize_blockwise(A, Code(), 32).shape() == Shape{0, 5});
+    CHECK(fake_quantize(A, Code()).shape() == Shape{0, 5});
+    const Quantized qn = quantize_blockwise(A, Code(), 32, true);
+    CHECK(dequantize_blockwise(qn.codes, qn.state).numel() == 0);
+  }
+  const Tensor one = Tensor::full({1}, -0.3, DType::f32, dev);
+  const Quantized q1 = quantize_blockwise(one, Code(), 4096);
+  CHECK(q1.codes.to_vector<uint8_t>() == std::vector<uint8_t>{0});  // -1 is below code[0]
+  CHECK(q1.state.absmax.to_vector<float>() == std::vector<float>{0.3f});
+}
+
+void edge_inputs(Device dev) {
+  const auto v = edge_values();
+  for (DType t : kDtypes) {
+    CAPTURE(dtype_name(t));
+    const Tensor A = host_tensor(v, t);
+    const Quantized q = quantize_blockwise(A.to(dev), Code(), 64);
+    const Quantized ref = quantize_blockwise(A, Code(), 64);  // CPU
+    CHECK(test::bitwise_equal(q.codes, ref.codes));
+    CHECK(test::bitwise_equal(q.state.absmax, ref.state.absmax));
+    if (t == DType::f32) {
+      // Normal-range blocks against the definition with bitsandbytes' search.
+      const auto c = ref.codes.to_vector<uint8_t>();
+      const auto am = ref.state.absmax.to_vector<float>();
+      int64_t bad = 0;
+      for (size_t i = 0; i < v.size(); ++i) {
+        const float m = am[i / 64];
+        if (m >= 0x1p-126f && m < 0x1p126f) bad += c[i] != bnb_index(Code().values().data(), v[i] * (1.0f / m));
+      }
+      CHECK(bad == 0);
+    }
+    CHECK(test::bitwise_equal(fake_quantize_blockwise(A.to(dev), Code(), 64), dequantize_blockwise(q.codes, q.state)));
+    const Quantized g = quantize(A.to(dev));
+    CHECK(test::bitwise_equal(g.codes, quantize(A).codes));
+  }
+}
+
+// A block scaled by a power of two quantizes to the same codes, also when its absmax is
+// subnormal or >= 2^126 (the scaled reciprocal of kernels/quant_index.cuh keeps r normal).
+void extreme_absmax(Device dev) {
+  manual_seed(4);
+  const auto u = rand({64}).to_vector<float>();
+  std::vector<float> base = {1.0f, 0.0f, -0.0f, -1.0f};
+  for (size_t i = 4; i < 64; ++i) base.push_back(std::round(u[i] * 512.0f - 256.0f) / 256.0f);  // 9 bits: exact below
+  std::vector<float> all;
+  for (float scale : {1.0f, 0x1p-140f, 0x1p-126f, 0x1p127f, 0x1p-60f}) {
+    for (float b : base) all.push_back(b * scale);
+  }
+  const Quantized q = quantize_blockwise(host_tensor(all).to(dev), Code(), 64);
+  const auto c = q.codes.to_vector<uint8_t>();
+  for (size_t k = 1; k < 5; ++k)
+    CHECK(std::vector<uint8_t>(c.begin() + 64 * k, c.begin() + 64 * (k + 1)) == std::vector<uint8_t>(c.begin(), c.begin() + 64));
+  CHECK(c[0] == 255);
+  CHECK(c[1] == 127);
+  CHECK(c[2] == 127);
+  CHECK(test::bitwise_equal(q.codes, quantize_blockwise(host_tensor(all), Code(), 64).codes));
+}
+
+}  // namespace
+
+OCTET_TEST_BOTH("zero blocks, NaN and Inf", zero_blocks)
+OCTET_TEST_BOTH("absmax subnormal or >= 2^126", extreme_absmax)
+OCTET_TEST_BOTH("empty tensors and single elements", empty_and_shapes)
+OCTET_TEST_BOTH("edge inputs: zeros, NaN, Inf, subnormals, 1e30, midpoints", edge_inputs)

@@ -8,6 +8,9 @@
 // - quantize_blockwise: blocks of `blocksize` consecutive row-major elements (a power of two in
 //   [32, 4096]); absmax per block; x = A ⊗ (1 / absmax) with a correctly rounded reciprocal.
 // - All-zero blocks/tensors get the code of 0 and dequantize to +0. Any size, including 0.
+// - The ops refuse inputs that require grad (codes have no gradient; fake_quantize callers
+//   pass detach()ed tensors and define their own backward).
+// docs/quant.md has the index method, the numbers and the decisions.
 #pragma once
 #include <memory>
 #include <optional>
@@ -18,6 +21,9 @@
 
 namespace octet {
 
+namespace detail { struct CodeAccess; }
+
+// The tables of bitsandbytes 0.49.2, bit for bit (float32 [256]); invalid arguments throw.
 Tensor create_dynamic_map(bool is_signed = true, int max_exponent_bits = 7, int total_bits = 8);
 Tensor create_fp8_map(bool is_signed, int exponent_bits, int precision_bits, int total_bits = 8);
 Tensor create_linear_map(bool is_signed = true, int total_bits = 8);
@@ -34,8 +40,10 @@ class Code {
   const std::string& name() const;
   const std::vector<float>& values() const;  // host copy
   Tensor table(Device device) const;         // f32 [256] on device (cached; no copy after the first)
+                                             // the cached tensor is shared: never write into it
 
  private:
+  friend struct detail::CodeAccess;  // src/quant.cpp: the index tables of the kernels
   struct Impl;
   std::shared_ptr<Impl> impl_;
 };

@@ -1,0 +1,40 @@
+// CUDA launchers of the quant family (same rules as src/cpu/quant.hpp, plus the stream).
+// Launchers assume validated arguments (src/quant.cpp validates), launch nothing for n == 0,
+// never synchronize the host (except the index_mismatches diagnostic), and check launches.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "kernels/quant_index.cuh"
+#include "octet/dtype.hpp"
+
+namespace octet::kernels {
+
+// A code's index tables on the device: quant_index::Tables followed by the LUT entries.
+struct QuantIndex {
+  const void* data = nullptr;
+  int32_t bytes = 0;  // a multiple of 16
+  quant_index::LutShape shape;
+};
+
+// One pass per block: codes, absmax and (when fake_out is given) code[q] * absmax in A's dtype.
+void quantize_blockwise(DType t, const void* A, int64_t n, const QuantIndex& q, int64_t blocksize, float* absmax,
+                        uint8_t* codes, void* fake_out, cudaStream_t s);
+// absmax[0] = max |A| (NaN propagates as 0x7FC00000; 0 for n == 0): memset + one kernel.
+void absmax_global(DType t, const void* A, int64_t n, float* absmax, cudaStream_t s);
+// Codes for x = A / absmax[0], absmax read from device memory.
+void quantize_global(DType t, const void* A, int64_t n, const QuantIndex& q, const float* absmax, uint8_t* codes,
+                     void* fake_out, cudaStream_t s);
+// out = code[q] * absmax[i >> log2_blocksize] (+ *offset when given); log2_blocksize 63: global.
+void dequantize(const uint8_t* codes, int64_t n, const float* code, const float* absmax, int log2_blocksize,
+                const float* offset, DType out_t, void* out, cudaStream_t s);
+// Nested absmax: *out = mean of x in the fixed double tree of cpu::mean_tree; out = x - *offset.
+void mean_tree(const float* x, int64_t n, float* out, cudaStream_t s);
+void sub_offset(const float* x, int64_t n, const float* offset, float* out, cudaStream_t s);
+
+// Diagnostic for tests: the number of the 2^32 float bit patterns whose lut_index differs from
+// closed_form (0 when the table is right). Waits for the result.
+uint64_t index_mismatches(const QuantIndex& q, cudaStream_t s);
+
+}  // namespace octet::kernels

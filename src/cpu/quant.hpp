@@ -1,0 +1,54 @@
+// CPU reference of the quant family (plain C++, threads only shorten tests) and the host-side
+// builders of the code tables and of the kernels' index lookup table.
+// Conventions: arguments are validated by src/quant.cpp; element counts are 64-bit; inputs
+// are f32/f16/bf16 read as float; `fake_out` (nullable) receives the dequantized values in
+// the input's dtype; log2_blocksize 63 means one absmax for the whole tensor.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "kernels/quant_index.cuh"
+#include "octet/device.hpp"
+#include "octet/dtype.hpp"
+
+namespace octet::cpu {
+
+// Table values (float32, 256 entries, not yet validated). Throw octet::Error on bad arguments.
+std::vector<float> dynamic_map(bool is_signed, int max_exponent_bits, int total_bits);
+std::vector<float> fp8_map(bool is_signed, int exponent_bits, int precision_bits, int total_bits);
+std::vector<float> linear_map(bool is_signed, int total_bits);
+
+quant_index::Tables index_tables(const float* code);  // code + float32 midpoints
+
+struct IndexLut {
+  quant_index::LutShape shape;
+  std::vector<quant_index::LutEntry> entries;  // positive half, then negative half
+  int slow_buckets = 0;
+};
+IndexLut build_index_lut(const quant_index::Tables& t);
+
+void quantize_blockwise(DType t, const void* A, int64_t n, const quant_index::Tables& tab, int64_t blocksize,
+                        float* absmax, uint8_t* codes, void* fake_out);
+// max |A| with NaN propagating (canonical NaN 0x7FC00000); 0 for n == 0.
+float absmax_global(DType t, const void* A, int64_t n);
+void quantize_global(DType t, const void* A, int64_t n, const quant_index::Tables& tab, float absmax,
+                     uint8_t* codes, void* fake_out);
+// out = code[q] * absmax[i >> log2_blocksize] (+ *offset when given), rounded to out_t.
+void dequantize(const uint8_t* codes, int64_t n, const float* code, const float* absmax, int log2_blocksize,
+                const float* offset, DType out_t, void* out);
+// Nested absmax helpers: the mean in a fixed double-precision tree (the CUDA order, see
+// kernels/quant.cu), and out = x - offset.
+float mean_tree(const float* x, int64_t n);
+void sub_offset(const float* x, int64_t n, float offset, float* out);
+
+}  // namespace octet::cpu
+
+// Internal access for tests (defined in src/quant.cpp): a Code's index LUT, and the number of
+// float bit patterns where the CUDA lut_index differs from closed_form (waits for the GPU).
+namespace octet {
+class Code;
+namespace quant_internal {
+const cpu::IndexLut& index_lut(const Code& code);
+uint64_t index_mismatches_on(const Code& code, Device device);
+}  // namespace quant_internal
+}  // namespace octet
