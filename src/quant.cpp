@@ -137,6 +137,8 @@ struct CodeAccess {
 }  // namespace detail
 
 namespace quant_internal {
+const quant_index::Tables& tables(const Code& code) { return detail::CodeAccess::tables(code); }
+kernels::QuantIndex device_index(const Code& code, Device device) { return detail::CodeAccess::device_index(code, device); }
 const cpu::IndexLut& index_lut(const Code& code) { return detail::CodeAccess::lut(code); }
 uint64_t index_mismatches_on(const Code& code, Device device) {
   detail::DeviceGuard g(device);
@@ -309,6 +311,7 @@ Tensor dequantize(const Tensor& codes, const QuantState& state, std::optional<DT
 }
 
 Quantized quantize_blockwise(const Tensor& A, const Code& code, int64_t blocksize, bool nested) {
+  check_blocksize("quantize_blockwise", "blocksize", blocksize);
   Quantized q = quantize_impl("quantize_blockwise", A, code, blocksize);
   if (nested) nest(q.state);
   return q;
@@ -319,6 +322,7 @@ Tensor dequantize_blockwise(const Tensor& codes, const QuantState& state, std::o
 }
 
 Tensor fake_quantize_blockwise(const Tensor& A, const Code& code, int64_t blocksize) {
+  check_blocksize("fake_quantize_blockwise", "blocksize", blocksize);
   return fake_impl("fake_quantize_blockwise", A, code, blocksize);
 }
 

@@ -11,7 +11,9 @@
 #include <limits>
 #include <set>
 
+#include "kernels/quant.cuh"
 #include "src/cpu/quant.hpp"
+#include "src/runtime_internal.hpp"
 #include "tests/helpers.hpp"
 
 using namespace octet;
@@ -164,6 +166,16 @@ std::vector<float> random_floats(size_t count, uint32_t seed) {
 }
 
 Tensor host_tensor(const std::vector<float>& v, DType t = DType::f32) { return Tensor::from_vector(v).to(t); }
+
+// A 1-D view of len elements of t starting at element offset (shares storage; may be unaligned).
+Tensor view(const Tensor& t, int64_t offset, int64_t len) {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = t.impl()->storage;
+  impl->dtype = t.dtype();
+  impl->shape = {len};
+  impl->offset = t.impl()->offset + offset;
+  return Tensor(impl);
+}
 
 }  // namespace
 
@@ -640,3 +652,308 @@ OCTET_TEST_BOTH("zero blocks, NaN and Inf", zero_blocks)
 OCTET_TEST_BOTH("absmax subnormal or >= 2^126", extreme_absmax)
 OCTET_TEST_BOTH("empty tensors and single elements", empty_and_shapes)
 OCTET_TEST_BOTH("edge inputs: zeros, NaN, Inf, subnormals, 1e30, midpoints", edge_inputs)
+
+// ================================ bad arguments ================================
+
+TEST_CASE("bad arguments: blocksize, dtype, undefined, requires_grad") {
+  const Tensor A = Tensor::ones({100});
+  for (int64_t bs : {0, -64, 16, 48, 96, 8192}) {
+    CAPTURE(bs);
+    CHECK_THROWS_WITH_AS(quantize_blockwise(A, Code(), bs), doctest::Contains("argument 'blocksize': expected a power of two in [32, 4096]"), Error);
+    CHECK_THROWS_WITH_AS(fake_quantize_blockwise(A, Code(), bs), doctest::Contains("argument 'blocksize'"), Error);
+  }
+  for (DType t : {DType::f64, DType::u8, DType::i32, DType::f8_e4m3}) {
+    const Tensor B = Tensor::zeros({8}, t);
+    CHECK_THROWS_WITH_AS(quantize_blockwise(B), doctest::Contains("quantize_blockwise: argument 'A': expected dtype f32, f16 or bf16"), Error);
+    CHECK_THROWS_WITH_AS(quantize(B), doctest::Contains("quantize: argument 'A': expected dtype f32, f16 or bf16"), Error);
+    CHECK_THROWS_WITH_AS(fake_quantize(B, Code()), doctest::Contains("argument 'A'"), Error);
+    CHECK_THROWS_WITH_AS(fake_quantize_blockwise(B, Code(), 64), doctest::Contains("argument 'A'"), Error);
+  }
+  CHECK_THROWS_WITH_AS(quantize(Tensor()), doctest::Contains("defined"), Error);
+  Tensor g = Tensor::ones({8});
+  g.requires_grad_();
+  CHECK_THROWS_WITH_AS(quantize_blockwise(g), doctest::Contains("has no gradient"), Error);
+  CHECK_THROWS_WITH_AS(fake_quantize(g, Code()), doctest::Contains("has no gradient"), Error);
+  CHECK_NOTHROW(fake_quantize(g.detach(), Code()));
+}
+
+TEST_CASE("bad arguments: codes and state that do not match") {
+  const Tensor A = randn({10, 30});
+  const Quantized q = quantize_blockwise(A, Code(), 64);
+  CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes.to(DType::f32), q.state), doctest::Contains("argument 'codes': expected dtype u8"), Error);
+  CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes.reshape({30, 10}), q.state), doctest::Contains("argument 'codes': expected shape (10, 30) (state.shape)"), Error);
+  QuantState st = q.state;
+  st.blocksize = 48;
+  CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes, st), doctest::Contains("argument 'state.blocksize'"), Error);
+  st.blocksize = 128;  // absmax has ceil(300 / 64) = 5 entries, 128 needs 3
+  CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes, st), doctest::Contains("argument 'state.absmax': expected shape (3,)"), Error);
+  st = q.state;
+  st.absmax = Tensor::zeros({5}, DType::f16);
+  CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes, st), doctest::Contains("argument 'state.absmax': expected dtype f32"), Error);
+  st = q.state;
+  st.code = Tensor::zeros({255});
+  CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes, st), doctest::Contains("argument 'state.code'"), Error);
+  st.code = Tensor::zeros({256}, DType::f16);
+  CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes, st), doctest::Contains("argument 'state.code': expected dtype f32"), Error);
+  st.code = Tensor();
+  CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes, st), doctest::Contains("argument 'state.code'"), Error);
+  st = q.state;
+  st.dtype = DType::f64;
+  CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes, st), doctest::Contains("argument 'state.dtype'"), Error);
+  CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes, q.state, DType::u8), doctest::Contains("argument 'out_dtype'"), Error);
+  // Global and blockwise states are not interchangeable.
+  const Quantized g = quantize(A);
+  CHECK_THROWS_WITH_AS(dequantize_blockwise(g.codes, g.state), doctest::Contains("expected a blockwise state"), Error);
+  CHECK_THROWS_WITH_AS(dequantize(q.codes, q.state), doctest::Contains("expected a global state (blocksize 0), got a blockwise state (blocksize 64)"), Error);
+  QuantState gs = g.state;
+  gs.absmax = Tensor::zeros({2});
+  CHECK_THROWS_WITH_AS(dequantize(g.codes, gs), doctest::Contains("argument 'state.absmax': expected 1 element"), Error);
+  // Nested states need their parts.
+  const Quantized n = quantize_blockwise(A, Code(), 64, true);
+  QuantState ns = n.state;
+  ns.state2.reset();
+  CHECK_THROWS_WITH_AS(dequantize_blockwise(n.codes, ns), doctest::Contains("argument 'state.state2'"), Error);
+  ns = n.state;
+  ns.offset = Tensor::zeros({3});
+  CHECK_THROWS_WITH_AS(dequantize_blockwise(n.codes, ns), doctest::Contains("argument 'state.offset'"), Error);
+  ns = n.state;
+  ns.nested = false;  // u8 absmax read as f32
+  CHECK_THROWS_WITH_AS(dequantize_blockwise(n.codes, ns), doctest::Contains("argument 'state.absmax': expected dtype f32"), Error);
+}
+
+OCTET_CUDA_TEST("bad arguments: codes and state on different devices") {
+  const Device cuda = Device::cuda(0);
+  const Quantized q = quantize_blockwise(randn({300}).to(cuda), Code(), 64);
+  QuantState st = q.state;
+  CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes.to(Device::cpu()), st), doctest::Contains("argument 'state.code': expected a tensor on cpu"), Error);
+  st.code = Code().table(Device::cpu());
+  st.absmax = q.state.absmax.to(Device::cpu());
+  CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes, st), doctest::Contains("argument 'state.code': expected a tensor on cuda:0"), Error);
+  st.code = q.state.code;
+  CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes, st), doctest::Contains("argument 'state.absmax': expected a tensor on cuda:0"), Error);
+  const Quantized g = quantize(randn({30}).to(cuda));
+  QuantState gs = g.state;
+  gs.absmax = gs.absmax.to(Device::cpu());
+  CHECK_THROWS_WITH_AS(dequantize(g.codes, gs), doctest::Contains("argument 'state.absmax': expected a tensor on cuda:0"), Error);
+}
+
+// ================================ nested, fake-quantize ================================
+
+namespace {
+
+void nested_absmax(Device dev) {
+  manual_seed(5);
+  for (int64_t bs : {64, 4096}) {
+    CAPTURE(bs);
+    const Tensor A = scale(randn({100007}), 3.0).to(dev);
+    const Quantized q = quantize_blockwise(A, Code(), bs, true);
+    const Quantized plain = quantize_blockwise(A, Code(), bs);
+    const int64_t nb = (100007 + bs - 1) / bs;
+    REQUIRE(q.state.nested);
+    REQUIRE(q.state.state2);
+    CHECK(q.state.absmax.dtype() == DType::u8);
+    CHECK(q.state.absmax.shape() == Shape{nb});
+    CHECK(q.state.offset.numel() == 1);
+    CHECK(q.state.state2->blocksize == bs);
+    CHECK(q.state.state2->shape == Shape{nb});
+    CHECK(test::bitwise_equal(q.codes, plain.codes));
+    const auto am = plain.state.absmax.to_vector<float>();
+    double mean = 0;
+    for (float v : am) mean += v;
+    mean /= static_cast<double>(am.size());
+    const float off = q.state.offset.to_vector<float>()[0];
+    CHECK(std::fabs(off - mean) <= 1e-6 * mean);
+    // Dequantize = code[q] * (dynamic[absmax codes] * absmax2 + offset), float32 steps.
+    const auto ac = q.state.absmax.to_vector<uint8_t>();
+    const auto am2 = q.state.state2->absmax.to_vector<float>();
+    const auto& dyn = Code().values();
+    std::vector<float> rebuilt(ac.size());
+    for (size_t i = 0; i < ac.size(); ++i) rebuilt[i] = dyn[ac[i]] * am2[i / bs] + off;
+    CHECK(test::bitwise_equal(dequantize_blockwise(q.codes, q.state), dequant_reference(q.codes, rebuilt, bs, Code(), DType::f32)));
+    // Within half the widest gap of the dynamic table (0.0140625 / 2) times the inner absmax.
+    int64_t far = 0;
+    for (size_t i = 0; i < am.size(); ++i) far += std::fabs(rebuilt[i] - am[i]) > 0.00704 * am2[i / bs] + 1e-6 * am[i];
+    CHECK(far == 0);
+  }
+}
+
+void fake_equals_round_trip(Device dev) {
+  manual_seed(6);
+  for (int64_t n : {1, 31, 4097, 100003}) {
+    for (DType t : kDtypes) {
+      CAPTURE(n);
+      CAPTURE(dtype_name(t));
+      const Tensor A = randn({n}).to(t).to(dev);
+      for (int64_t bs : {32, 256, 4096}) {
+        for (const Code& code : {Code(), Code::fp8_e4m3(), Code::fp8_e5m2()}) {
+          const Quantized q = quantize_blockwise(A, code, bs);
+          const Tensor y = fake_quantize_blockwise(A, code, bs);
+          CHECK(y.dtype() == t);
+          CHECK(test::bitwise_equal(y, dequantize_blockwise(q.codes, q.state)));
+        }
+      }
+      // Global: bitsandbytes' path, A.to(f32) -> quantize -> dequantize -> to(A's dtype).
+      const Tensor A32 = A.to(DType::f32);
+      const Quantized g = quantize(A32, Code::fp8_e4m3());
+      CHECK(test::bitwise_equal(fake_quantize(A, Code::fp8_e4m3()), dequantize(g.codes, g.state).to(t)));
+      const Quantized g2 = quantize(A, Code::fp8_e4m3());
+      CHECK(test::bitwise_equal(g2.codes, g.codes));
+      CHECK(test::bitwise_equal(dequantize(g2.codes, g2.state), dequantize(g.codes, g.state).to(t)));
+    }
+  }
+}
+
+}  // namespace
+
+OCTET_TEST_BOTH("nested absmax", nested_absmax)
+OCTET_TEST_BOTH("fake_quantize(_blockwise) == dequantize(quantize) bit for bit", fake_equals_round_trip)
+
+// ================================ CPU vs CUDA ================================
+
+OCTET_CUDA_TEST("CPU and CUDA: identical codes, absmax, dequantized and fake-quantized values") {
+  const Device cuda = Device::cuda(0);
+  manual_seed(21);
+  for (int64_t n : {0, 1, 31, 4095, 4097, 1000003}) {
+    const Tensor base = scale(randn({n}), 2.5);
+    for (DType t : kDtypes) {
+      CAPTURE(n);
+      CAPTURE(dtype_name(t));
+      const Tensor A = base.to(t), Ad = A.to(cuda);
+      for (int64_t bs : kBlocksizes) {
+        CAPTURE(bs);
+        const Quantized c = quantize_blockwise(A, Code(), bs), d = quantize_blockwise(Ad, Code(), bs);
+        CHECK(test::bitwise_equal(c.codes, d.codes));
+        CHECK(test::bitwise_equal(c.state.absmax, d.state.absmax));
+        CHECK(test::bitwise_equal(dequantize_blockwise(c.codes, c.state), dequantize_blockwise(d.codes, d.state)));
+        CHECK(test::bitwise_equal(fake_quantize_blockwise(A, Code::fp8_e5m2(), bs), fake_quantize_blockwise(Ad, Code::fp8_e5m2(), bs)));
+        const Quantized cn = quantize_blockwise(A, Code(), bs, true), dn = quantize_blockwise(Ad, Code(), bs, true);
+        CHECK(test::bitwise_equal(cn.state.offset, dn.state.offset));
+        CHECK(test::bitwise_equal(cn.state.absmax, dn.state.absmax));
+        CHECK(test::bitwise_equal(dequantize_blockwise(cn.codes, cn.state), dequantize_blockwise(dn.codes, dn.state)));
+      }
+      const Quantized c = quantize(A), d = quantize(Ad);
+      CHECK(test::bitwise_equal(c.codes, d.codes));
+      CHECK(test::bitwise_equal(c.state.absmax, d.state.absmax));
+      CHECK(test::bitwise_equal(dequantize(c.codes, c.state), dequantize(d.codes, d.state)));
+      CHECK(test::bitwise_equal(fake_quantize(A, Code::fp8_e4m3()), fake_quantize(Ad, Code::fp8_e4m3())));
+    }
+  }
+}
+
+OCTET_CUDA_TEST("kernels write every output element (poisoned buffers) and handle unaligned views") {
+  const Device cuda = Device::cuda(0);
+  cudaStream_t s = detail::stream(cuda);
+  const kernels::QuantIndex qd = quant_internal::device_index(Code(), cuda);
+  const quant_index::Tables& tab = quant_internal::tables(Code());
+  manual_seed(22);
+  for (int64_t n : {1, 31, 4097, 100003}) {
+    for (DType t : kDtypes) {
+      for (int64_t bs : {32, 64, 1024, 4096}) {
+        CAPTURE(n);
+        CAPTURE(dtype_name(t));
+        CAPTURE(bs);
+        const Tensor A = randn({n}).to(t), Ad = A.to(cuda);
+        const int64_t nb = (n + bs - 1) / bs;
+        Tensor codes = test::poisoned({n}, DType::u8, Device::cpu()), am = test::poisoned({nb}, DType::f32, Device::cpu());
+        Tensor fake = test::poisoned({n}, t, Device::cpu()), y = test::poisoned({n}, t, Device::cpu());
+        Tensor codes_d = test::poisoned({n}, DType::u8, cuda), am_d = test::poisoned({nb}, DType::f32, cuda);
+        Tensor fake_d = test::poisoned({n}, t, cuda), y_d = test::poisoned({n}, t, cuda);
+        cpu::quantize_blockwise(t, A.data(), n, tab, bs, am.data_ptr<float>(), codes.data_ptr<uint8_t>(), fake.data());
+        kernels::quantize_blockwise(t, Ad.data(), n, qd, bs, am_d.data_ptr<float>(), codes_d.data_ptr<uint8_t>(), fake_d.data(), s);
+        CHECK(test::bitwise_equal(codes, codes_d));
+        CHECK(test::bitwise_equal(am, am_d));
+        CHECK(test::bitwise_equal(fake, fake_d));
+        int log2b = 0;
+        while ((int64_t{1} << log2b) < bs) ++log2b;
+        const float* code_d = Code().table(cuda).data_ptr<float>();
+        cpu::dequantize(codes.data_ptr<uint8_t>(), n, tab.code, am.data_ptr<float>(), log2b, nullptr, t, y.data());
+        kernels::dequantize(codes_d.data_ptr<uint8_t>(), n, code_d, am_d.data_ptr<float>(), log2b, nullptr, t, y_d.data(), s);
+        CHECK(test::bitwise_equal(y, y_d));
+        CHECK(test::bitwise_equal(y, fake));
+        // Global quantize into poisoned buffers; absmax stays on the device.
+        Tensor g_d = test::poisoned({n}, DType::u8, cuda), gam_d = test::poisoned({1}, DType::f32, cuda);
+        kernels::absmax_global(t, Ad.data(), n, gam_d.data_ptr<float>(), s);
+        kernels::quantize_global(t, Ad.data(), n, qd, gam_d.data_ptr<float>(), g_d.data_ptr<uint8_t>(), nullptr, s);
+        CHECK(test::bitwise_equal(g_d, quantize(A).codes));
+        // Views that start one element in: the kernels take their unaligned path.
+        if (n > 2) {
+          const Tensor vc = view(A, 1, n - 2), vd = view(Ad, 1, n - 2);
+          const Quantized qc = quantize_blockwise(vc, Code(), bs), qv = quantize_blockwise(vd, Code(), bs);
+          CHECK(test::bitwise_equal(qc.codes, qv.codes));
+          CHECK(test::bitwise_equal(qc.state.absmax, qv.state.absmax));
+          QuantState sc = qc.state, sv = qv.state;  // unaligned codes for dequantize
+          sc.shape = sv.shape = {n - 3};
+          sc.absmax = view(qc.state.absmax, 0, (n - 3 + bs - 1) / bs);
+          sv.absmax = view(qv.state.absmax, 0, (n - 3 + bs - 1) / bs);
+          CHECK(test::bitwise_equal(dequantize_blockwise(view(qc.codes, 1, n - 3), sc),
+                                    dequantize_blockwise(view(qv.codes, 1, n - 3), sv)));
+          CHECK(test::bitwise_equal(quantize(vc).codes, quantize(vd).codes));
+          CHECK(test::bitwise_equal(fake_quantize_blockwise(vc, Code(), bs), fake_quantize_blockwise(vd, Code(), bs)));
+        }
+      }
+    }
+  }
+}
+
+// ================================ bitsandbytes' test_dynamic_quantization ================================
+
+namespace {
+
+void dynamic_quantization(Device dev) {
+  manual_seed(0);
+  for (int i = 0; i < 100; ++i) {
+    const Tensor A1 = randn({1024, 1024}, DType::f32, dev);
+    const Quantized q = quantize(A1);
+    const Tensor A2 = dequantize(q.codes, q.state);
+    CHECK(test::mean_abs_diff(A1, A2) < 0.0135);
+  }
+  for (int i = 0; i < 100; ++i) {
+    const Tensor A1 = rand({1024, 1024}, DType::f32, dev);
+    const Quantized q = quantize(A1);
+    const Tensor A2 = dequantize(q.codes, q.state);
+    CHECK(test::max_abs_diff(A1, A2) <= 0.01);
+    CHECK(test::mean_abs_diff(A1, A2) < 0.004);
+  }
+}
+
+}  // namespace
+
+OCTET_TEST_BOTH("test_dynamic_quantization", dynamic_quantization)
+
+// ================================ more than 2^31 elements ================================
+
+OCTET_CUDA_TEST("quantize_blockwise, quantize and dequantize on 2^31 + 1000 elements (OCTET_LARGE=1) [large]") {
+  const char* env = std::getenv("OCTET_LARGE");
+  if (!env || std::string(env) != "1") {
+    MESSAGE("not run: set OCTET_LARGE=1 (needs about 12 GB of GPU memory)");
+    return;
+  }
+  const Device cuda = Device::cuda(0);
+  const int64_t n = (int64_t{1} << 31) + 1000;
+  manual_seed(9);
+  const Tensor A = randn({n}, DType::f16, cuda);
+  for (int64_t bs : {4096, 64}) {
+    CAPTURE(bs);
+    const Quantized q = quantize_blockwise(A, Code(), bs);
+    const Tensor y = dequantize_blockwise(q.codes, q.state);
+    for (int64_t off : {int64_t{0}, (int64_t{1} << 31) - 3 * 4096, n - 1000 - 4096}) {
+      const int64_t len = std::min<int64_t>(3 * 4096 + 1000, n - off);
+      const Tensor As = view(A, off, len).to(Device::cpu());
+      const Quantized c = quantize_blockwise(As, Code(), bs);
+      CHECK(test::bitwise_equal(c.codes, view(q.codes, off, len).to(Device::cpu())));
+      CHECK(test::bitwise_equal(c.state.absmax, view(q.state.absmax, off / bs, (len + bs - 1) / bs).to(Device::cpu())));
+      CHECK(test::bitwise_equal(dequantize_blockwise(c.codes, c.state), view(y, off, len).to(Device::cpu())));
+    }
+  }
+  const Quantized g = quantize(A);
+  const float am = g.state.absmax.to_vector<float>()[0];
+  CHECK(am > 4.0f);
+  const quant_index::Tables& tab = quant_internal::tables(Code());
+  for (int64_t off : {int64_t{0}, (int64_t{1} << 31) - 500, n - 700}) {
+    const auto v = view(A, off, 700).to_vector<float>();
+    const auto c = view(g.codes, off, 700).to_vector<uint8_t>();
+    int64_t bad = 0;
+    for (size_t i = 0; i < v.size(); ++i) bad += c[i] != quant_index::closed_form(tab.code, tab.mid, v[i] / am);
+    CHECK(bad == 0);
+  }
+}

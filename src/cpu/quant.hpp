@@ -43,12 +43,16 @@ void sub_offset(const float* x, int64_t n, float offset, float* out);
 
 }  // namespace octet::cpu
 
-// Internal access for tests (defined in src/quant.cpp): a Code's index LUT, and the number of
-// float bit patterns where the CUDA lut_index differs from closed_form (waits for the GPU).
+// Internal access for tests (defined in src/quant.cpp): a Code's host tables and index LUT,
+// its device image for the kernel launchers, and the number of float bit patterns where the
+// CUDA lut_index differs from closed_form (waits for the GPU).
 namespace octet {
 class Code;
+namespace kernels { struct QuantIndex; }
 namespace quant_internal {
+const quant_index::Tables& tables(const Code& code);
 const cpu::IndexLut& index_lut(const Code& code);
+kernels::QuantIndex device_index(const Code& code, Device device);
 uint64_t index_mismatches_on(const Code& code, Device device);
 }  // namespace quant_internal
 }  // namespace octet
