@@ -67,33 +67,59 @@ __global__ void cast_kernel(const In* __restrict__ x, const float* __restrict__ 
   block_amax(m, amax);
 }
 
-// Cast of x (rows, cols) writing q (rows, cols) and q_t (cols, rows): 32x32 tiles, block (32, 8);
-// the tile goes through shared memory so both writes are coalesced.
+// Cast of x (rows, cols) writing q (rows, cols) and q_t (cols, rows) through a 64x64 shared
+// tile, 256 threads: each thread moves 8 consecutive elements per pass (16-byte loads of bf16,
+// 8-byte FP8 stores) when `vec` (all pointers and both dims allow it), element by element
+// otherwise and on partial tiles. The tile pitch of 65 bytes keeps the column reads conflict-free.
 template <class In, __nv_fp8_interpretation_t F>
-__global__ void cast_transpose_kernel(const In* __restrict__ x, const float* __restrict__ scale,
-                                      uint8_t* __restrict__ q, uint8_t* __restrict__ q_t, int64_t rows, int64_t cols,
-                                      uint32_t* amax) {
-  __shared__ uint8_t tile[32][33];
+__global__ void __launch_bounds__(256) cast_transpose_kernel(const In* __restrict__ x, const float* __restrict__ scale,
+                                                             uint8_t* __restrict__ q, uint8_t* __restrict__ q_t,
+                                                             int64_t rows, int64_t cols, bool vec, uint32_t* amax) {
+  __shared__ uint8_t tile[64][65];
   const float s = *scale;
   uint32_t m = 0;
-  const int64_t tiles_c = (cols + 31) / 32, tiles = tiles_c * ((rows + 31) / 32);
-  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int64_t tiles_c = (cols + 63) / 64, tiles = tiles_c * ((rows + 63) / 64);
+  const int lane8 = threadIdx.x % 8, row8 = threadIdx.x / 8;  // 8 threads per 64-element line
   for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
-    const int64_t r0 = (t / tiles_c) * 32, c0 = (t % tiles_c) * 32;
-    for (int j = ty; j < 32; j += 8) {
-      const int64_t r = r0 + j, c = c0 + tx;
-      if (r < rows && c < cols) {
-        const float f = load_f32(x[r * cols + c]);
-        m = max(m, amax_bits(__float_as_uint(f)));
-        const uint8_t b = to_fp8<F>(f * s);
-        q[r * cols + c] = b;
-        tile[j][tx] = b;
+    const int64_t r0 = (t / tiles_c) * 64, c0 = (t % tiles_c) * 64;
+    for (int pass = 0; pass < 2; ++pass) {
+      const int lr = pass * 32 + row8, lc = lane8 * 8;
+      const int64_t r = r0 + lr, c = c0 + lc;
+      if (r >= rows) continue;
+      if (vec && c + 8 <= cols) {
+        const Vec<In, 8> in = *reinterpret_cast<const Vec<In, 8>*>(x + r * cols + c);
+        Vec<uint8_t, 8> out;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          const float f = load_f32(in.v[j]);
+          m = max(m, amax_bits(__float_as_uint(f)));
+          out.v[j] = to_fp8<F>(f * s);
+          tile[lr][lc + j] = out.v[j];
+        }
+        *reinterpret_cast<Vec<uint8_t, 8>*>(q + r * cols + c) = out;
+      } else {
+        for (int j = 0; j < 8 && c + j < cols; ++j) {
+          const float f = load_f32(x[r * cols + c + j]);
+          m = max(m, amax_bits(__float_as_uint(f)));
+          const uint8_t b = to_fp8<F>(f * s);
+          q[r * cols + c + j] = b;
+          tile[lr][lc + j] = b;
+        }
       }
     }
     __syncthreads();
-    for (int j = ty; j < 32; j += 8) {
-      const int64_t c = c0 + j, r = r0 + tx;
-      if (r < rows && c < cols) q_t[c * rows + r] = tile[tx][j];
+    for (int pass = 0; pass < 2; ++pass) {
+      const int lc = pass * 32 + row8, lr = lane8 * 8;  // q_t row c0 + lc, elements r0 + lr ..
+      const int64_t c = c0 + lc, r = r0 + lr;
+      if (c >= cols) continue;
+      if (vec && r + 8 <= rows) {
+        Vec<uint8_t, 8> out;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) out.v[j] = tile[lr + j][lc];
+        *reinterpret_cast<Vec<uint8_t, 8>*>(q_t + c * rows + r) = out;
+      } else {
+        for (int j = 0; j < 8 && r + j < rows; ++j) q_t[c * rows + r + j] = tile[lr + j][lc];
+      }
     }
     __syncthreads();
   }
@@ -179,10 +205,12 @@ void fp8_cast(DType in_t, const void* x, DType fp8, const float* scale, void* q,
     with_format(fp8, [&](auto format) {
       constexpr __nv_fp8_interpretation_t F = decltype(format)::value;
       if (q_t) {
-        const int64_t tiles = ((rows + 31) / 32) * ((cols + 31) / 32);
+        const int64_t tiles = ((rows + 63) / 64) * ((cols + 63) / 64);
         const unsigned grid = static_cast<unsigned>(tiles < 65535 ? tiles : 65535);
-        cast_transpose_kernel<In, F><<<grid, dim3(32, 8), 0, s>>>(in, scale, q8, static_cast<uint8_t*>(q_t), rows,
-                                                                  cols, amax_u);
+        const bool vec = cols % 8 == 0 && rows % 8 == 0 && reinterpret_cast<uintptr_t>(x) % (8 * sizeof(In)) == 0 &&
+                         reinterpret_cast<uintptr_t>(q) % 8 == 0 && reinterpret_cast<uintptr_t>(q_t) % 8 == 0;
+        cast_transpose_kernel<In, F><<<grid, 256, 0, s>>>(in, scale, q8, static_cast<uint8_t*>(q_t), rows, cols, vec,
+                                                          amax_u);
         OCTET_LAUNCH_CHECK("cast_transpose_kernel");
         return;
       }

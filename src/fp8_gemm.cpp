@@ -118,8 +118,9 @@ std::unique_ptr<Plan> make_plan(const PlanKey& key) {
   const uint64_t ws = workspace;
   const uint32_t out_align = 256;
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &key.align_b, sizeof(uint32_t));
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &key.align_a, sizeof(uint32_t));
+  const uint32_t align_lt_a = key.align_b, align_lt_b = key.align_a;  // cuBLASLt's A is our b
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_lt_a, sizeof align_lt_a);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_lt_b, sizeof align_lt_b);
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &out_align, sizeof out_align);
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &out_align, sizeof out_align);
   cublasLtMatmulHeuristicResult_t result{};
@@ -293,7 +294,8 @@ Fp8Scale fp8_current_scale(const Tensor& amax, DType fp8, int margin) {
                            static_cast<float*>(s.scale_inv.data()));
   } else {
     detail::DeviceGuard g(amax.device());
-    kernels::fp8_current_scale(static_cast<const float*>(amax.data()), fmax, margin, static_cast<float*>(s.scale.data()),
+    kernels::fp8_current_scale(static_cast<const float*>(amax.data()), fmax, margin,
+                               static_cast<float*>(s.scale.data()),
                                static_cast<float*>(s.scale_inv.data()), detail::stream(amax.device()));
   }
   return s;

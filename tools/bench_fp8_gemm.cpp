@@ -1,2 +1,115 @@
-// (to be written) benchmarks of the fp8_gemm family for octet bench.
+// Benchmarks of the fp8_gemm family for octet bench: the E4M3 GEMM at 8192^3 (TFLOP/s against the
+// cuBLAS bf16 ceiling), the casts (GB/s of input read + FP8 written, against the copy ceiling),
+// training steps (forward, backward, sgd_step) of Linear(4096->8192) -> gelu -> Linear(8192->4096)
+// on 8192 tokens and of a 1024^3 layer with LinearFP8 against bf16 nn::Linear, and the crossover
+// sweep that kLinearFP8CrossoverMacs (nn.hpp) should follow.
 #include "tools/bench.hpp"
+
+namespace octet::bench {
+namespace {
+
+Tensor one(Device d) { return Tensor::ones({}, DType::f32, d); }
+
+void gemm(Context& ctx) {
+  const int64_t n = 8192;
+  const double flops = 2.0 * n * n * n;
+  Tensor a = cast_to_fp8(randn({n, n}, DType::bf16, ctx.device), DType::f8_e4m3, one(ctx.device)).data;
+  Tensor b = cast_to_fp8(randn({n, n}, DType::bf16, ctx.device), DType::f8_e4m3, one(ctx.device)).data;
+  Tensor b5 = cast_to_fp8(randn({n, n}, DType::bf16, ctx.device), DType::f8_e5m2, one(ctx.device)).data;
+  Tensor sa = one(ctx.device), sb = one(ctx.device);
+  Tensor bias = randn({n}, DType::bf16, ctx.device);
+  const double bf16 = ctx.ceilings.gemm_bf16_tflops;
+  const char* path = matmul_fp8_path(a, b, DType::bf16) == Fp8GemmPath::cublaslt ? "cuBLASLt" : "NOT cuBLASLt";
+  double mn = 0;
+  double ms = ctx.time_ms([&](int) { (void)matmul_fp8(a, b, sa, sb, DType::bf16, {}, true); }, &mn);
+  ctx.add_rate("fp8_gemm", "matmul_fp8", cat("e4m3 x e4m3 -> bf16 8192^3 fast_accum (", path, ")"), flops, ms, mn,
+               bf16, ">= 1300 TFLOP/s", "torch._scaled_mm 1356; cuBLAS bf16 765");
+  ms = ctx.time_ms([&](int) { (void)matmul_fp8(a, b, sa, sb, DType::bf16, bias, true); }, &mn);
+  ctx.add_rate("fp8_gemm", "matmul_fp8", "e4m3 x e4m3 -> bf16 + bias 8192^3 fast_accum", flops, ms, mn, bf16);
+  ms = ctx.time_ms([&](int) { (void)matmul_fp8(a, b, sa, sb, DType::bf16, {}, false); }, &mn);
+  ctx.add_rate("fp8_gemm", "matmul_fp8", "e4m3 x e4m3 -> bf16 8192^3 no fast_accum", flops, ms, mn, bf16);
+  ms = ctx.time_ms([&](int) { (void)matmul_fp8(b5, a, sa, sb, DType::f32, {}, false); }, &mn);
+  ctx.add_rate("fp8_gemm", "matmul_fp8", "e5m2 x e4m3 -> f32 8192^3 no fast_accum (wgrad form)", flops, ms, mn, bf16);
+  Tensor odd = cast_to_fp8(randn({n - 8, n}, DType::bf16, ctx.device), DType::f8_e4m3, one(ctx.device)).data;
+  ms = ctx.time_ms([&](int) { (void)matmul_fp8(odd, b, sa, sb, DType::bf16, {}, true); }, &mn);
+  ctx.add_rate("fp8_gemm", "matmul_fp8", "e4m3 8184x8192x8192 (padded path)", 2.0 * (n - 8) * n * n, ms, mn, bf16);
+}
+
+void casts(Context& ctx) {
+  const int64_t n = 8192;
+  Tensor x = randn({n, n}, DType::bf16, ctx.device);
+  Tensor scale = one(ctx.device), amax = Tensor::zeros({1}, DType::f32, ctx.device);
+  const double elems = double(n) * n;
+  double mn = 0;
+  double ms = ctx.time_ms([&](int) { (void)cast_to_fp8(x, DType::f8_e4m3, scale, amax); }, &mn);
+  ctx.add_bandwidth("fp8_gemm", "cast_to_fp8", "bf16 8192^2 -> e4m3 + amax", elems * 3, ms, mn);
+  ms = ctx.time_ms([&](int) { (void)cast_to_fp8(x, DType::f8_e4m3, scale, amax, true); }, &mn);
+  ctx.add_bandwidth("fp8_gemm", "cast_to_fp8", "bf16 8192^2 -> e4m3 + transposed + amax", elems * 4, ms, mn);
+  ms = ctx.time_ms([&](int) { (void)fp8_current_scale(max_abs(x), DType::f8_e4m3); }, &mn);
+  ctx.add_bandwidth("fp8_gemm", "max_abs + fp8_current_scale", "bf16 8192^2", elems * 2, ms, mn);
+}
+
+// One training step: forward, backward with a fixed output gradient, sgd_step (which bumps the
+// weights' versions, so LinearFP8 recasts its weights every step as in real training).
+template <class L>
+double step_ms(Context& ctx, L& l1, L& l2, const Tensor& x, const Tensor& gy) {
+  std::vector<Tensor> params = l1.parameters();
+  for (const Tensor& p : l2.parameters()) params.push_back(p);
+  return ctx.time_ms([&](int) {
+    backward(l2.forward(gelu(l1.forward(x))), gy);
+    nn::sgd_step(params, 1e-9);
+    for (Tensor p : params) p.zero_grad();
+  });
+}
+
+// Ratio bf16 time / FP8 time of the two-layer step (tokens x d_in -> d_hidden -> d_in).
+double mlp_speedup(Context& ctx, int64_t tokens, int64_t d_in, int64_t d_hidden, int64_t crossover,
+                   const std::string& target, nn::Fp8Recipe recipe = nn::Fp8Recipe::current) {
+  const Device d = ctx.device;
+  Tensor x = randn({tokens, d_in}, DType::bf16, d), gy = scale(randn({tokens, d_in}, DType::bf16, d), 1e-3);
+  nn::Linear b1(d_in, d_hidden, true, d, DType::bf16), b2(d_hidden, d_in, true, d, DType::bf16);
+  nn::LinearFP8 f1(d_in, d_hidden, true, d, DType::bf16), f2(d_hidden, d_in, true, d, DType::bf16);
+  f1.crossover_macs = f2.crossover_macs = crossover;
+  f1.recipe = f2.recipe = recipe;
+  const double bf16_ms = step_ms(ctx, b1, b2, x, gy);
+  const double fp8_ms = step_ms(ctx, f1, f2, x, gy);
+  const std::string params =
+      cat(tokens, " tokens, ", d_in, "->", d_hidden, "->", d_in, " bf16, ",
+          recipe == nn::Fp8Recipe::current ? "current" : "delayed", " scaling, crossover ", crossover,
+          f1.last_forward_fp8() ? " (FP8 GEMMs)" : " (plain GEMMs)");
+  ctx.add_value("fp8_gemm", "training step nn::Linear bf16", params, bf16_ms, "ms", bf16_ms);
+  ctx.add_value("fp8_gemm", "training step LinearFP8", params, fp8_ms, "ms", fp8_ms);
+  const double speedup = bf16_ms / fp8_ms;
+  ctx.add_value("fp8_gemm", "training step speedup (bf16 / LinearFP8)", params, speedup, "x", fp8_ms, target);
+  return speedup;
+}
+
+void training(Context& ctx) {
+  mlp_speedup(ctx, 8192, 4096, 8192, nn::kLinearFP8CrossoverMacs, ">= 1.5x");
+  mlp_speedup(ctx, 8192, 4096, 8192, nn::kLinearFP8CrossoverMacs, ">= 1.5x", nn::Fp8Recipe::delayed);
+  mlp_speedup(ctx, 1024, 1024, 1024, nn::kLinearFP8CrossoverMacs, ">= 0.95x (no slower than bf16 by 5%)");
+  // Forced FP8 on square layers: where FP8 starts to pay is the crossover for nn.hpp.
+  int64_t crossover = 0;
+  for (int64_t s : {1024, 1536, 2048, 3072, 4096, 6144}) {
+    const double speedup = mlp_speedup(ctx, s, s, s, 0, "");
+    if (crossover == 0 && speedup > 1.0) crossover = s * s * s;
+  }
+  ctx.add_value("fp8_gemm", "measured crossover (M*N*K, square layers)", "first size where forced FP8 beats bf16",
+                double(crossover), "MACs", 0, cat("nn::kLinearFP8CrossoverMacs = ", nn::kLinearFP8CrossoverMacs));
+}
+
+void bench_fp8_gemm(Context& ctx) {
+  manual_seed(0);
+  if (!fp8_tensor_cores(ctx.device.index))
+    ctx.add_value("fp8_gemm", "note", "this GPU has no FP8 tensor cores: matmul_fp8 runs the dequantize fallback", 0,
+                  "", 0);
+  gemm(ctx);
+  casts(ctx);
+  training(ctx);
+}
+
+}  // namespace
+
+OCTET_BENCH("fp8_gemm", bench_fp8_gemm)
+
+}  // namespace octet::bench
