@@ -660,9 +660,11 @@ OCTET_CUDA_TEST("LinearFP8: CUDA agrees with the CPU emulation; crossover") {
     Tensor yg = lg.forward(xg);
     CHECK(lg.last_forward_fp8());
     backward(yg, gy.to(g));
-    CHECK(test::rel_error(yg.to(c), lc.forward(xc)) < 1e-2);
-    CHECK(test::rel_error(xg.grad().to(c), xc.grad()) < 1e-2);
-    CHECK(test::rel_error(lg.weight.grad().to(c), lc.weight.grad()) < 1e-2);
+    // The casts give the same codes and scales on both devices (tested above), so only the GEMM
+    // accumulation differs: at most ~2^-11 relative without fast accumulation (the backward).
+    CHECK(test::rel_error(yg.to(c), lc.forward(xc)) < 5e-3);
+    CHECK(test::rel_error(xg.grad().to(c), xc.grad()) < 2e-3);
+    CHECK(test::rel_error(lg.weight.grad().to(c), lc.weight.grad()) < 2e-3);
     CHECK(test::rel_error(lg.bias.grad().to(c), lc.bias.grad()) < 1e-5);
   }
   // Below the crossover a CUDA layer runs the plain GEMM: the same bits as Linear's formula.
