@@ -175,7 +175,7 @@ __global__ void __launch_bounds__(kThreads)
         for (int q = 0; q < V; ++q)
           c.c[q] = static_cast<uint8_t>(qi::lut_index(lut, shape, tab, qi::global_x(v[j][q], global_absmax)));
       }
-      store_codes<V>(codes, e, n, aligned, c);
+      if (codes) store_codes<V>(codes, e, n, aligned, c);  // null: fake-quantize only
       if (fake) {
 #pragma unroll
         for (int q = 0; q < V; ++q) y[q] = __fmul_rn(tab.code[c.c[q]], m[j]);

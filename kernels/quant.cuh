@@ -19,6 +19,7 @@ struct QuantIndex {
 };
 
 // One pass per block: codes, absmax and (when fake_out is given) code[q] * absmax in A's dtype.
+// codes may be null when fake_out is given (fake-quantize: one read, one write); also below.
 void quantize_blockwise(DType t, const void* A, int64_t n, const QuantIndex& q, int64_t blocksize, float* absmax,
                         uint8_t* codes, void* fake_out, cudaStream_t s);
 // absmax[0] = max |A| (NaN propagates as 0x7FC00000; 0 for n == 0): memset + one kernel.

@@ -174,12 +174,13 @@ void quantize_into(const char* op, const Tensor& A, const Code& code, int64_t bl
                    Tensor& absmax, Tensor* fake) {
   check_input(op, A);
   if (blocksize > 0) check_blocksize(op, "blocksize", blocksize);
-  codes = Tensor::empty(A.shape(), DType::u8, A.device());
+  // Fake-quantize on CUDA writes no codes (one read + one write per element).
+  if (!fake || A.device().is_cpu()) codes = Tensor::empty(A.shape(), DType::u8, A.device());
   absmax = Tensor::empty({blocksize > 0 ? blocks_of(A.numel(), blocksize) : 1}, DType::f32, A.device());
   if (fake) *fake = Tensor::empty(A.shape(), A.dtype(), A.device());
   const int64_t n = A.numel();
   void* f = fake ? fake->data() : nullptr;
-  uint8_t* c = static_cast<uint8_t*>(codes.data());
+  uint8_t* c = codes.defined() ? static_cast<uint8_t*>(codes.data()) : nullptr;
   float* am = static_cast<float*>(absmax.data());
   if (A.device().is_cpu()) {
     const quant_index::Tables& tab = detail::CodeAccess::tables(code);
