@@ -922,22 +922,23 @@ OCTET_TEST_BOTH("test_dynamic_quantization", dynamic_quantization)
 
 // ================================ more than 2^31 elements ================================
 
-OCTET_CUDA_TEST("quantize_blockwise, quantize and dequantize on 2^31 + 1000 elements (OCTET_LARGE=1) [large]") {
+OCTET_CUDA_TEST("quantize_blockwise, quantize and dequantize on 2^31 + 13288 elements (OCTET_LARGE=1)") {
   const char* env = std::getenv("OCTET_LARGE");
   if (!env || std::string(env) != "1") {
     MESSAGE("not run: set OCTET_LARGE=1 (needs about 12 GB of GPU memory)");
     return;
   }
   const Device cuda = Device::cuda(0);
-  const int64_t n = (int64_t{1} << 31) + 1000;
+  const int64_t n = (int64_t{1} << 31) + 3 * 4096 + 1000;  // a partial last block
   manual_seed(9);
   const Tensor A = randn({n}, DType::f16, cuda);
   for (int64_t bs : {4096, 64}) {
     CAPTURE(bs);
     const Quantized q = quantize_blockwise(A, Code(), bs);
     const Tensor y = dequantize_blockwise(q.codes, q.state);
-    for (int64_t off : {int64_t{0}, (int64_t{1} << 31) - 3 * 4096, n - 1000 - 4096}) {
-      const int64_t len = std::min<int64_t>(3 * 4096 + 1000, n - off);
+    // Whole blocks at the start, across element 2^31, and up to the end.
+    for (int64_t off : {int64_t{0}, (int64_t{1} << 31) - 2 * 4096, (int64_t{1} << 31) + 4096}) {
+      const int64_t len = std::min<int64_t>(3 * 4096, n - off);
       const Tensor As = view(A, off, len).to(Device::cpu());
       const Quantized c = quantize_blockwise(As, Code(), bs);
       CHECK(test::bitwise_equal(c.codes, view(q.codes, off, len).to(Device::cpu())));
