@@ -181,8 +181,10 @@ void backward(const Tensor& root, const Tensor& grad) {
   for (Tensor& leaf : leaves) {
     const Tensor& g = leaf_grads[leaf.impl()];
     const Tensor existing = leaf.grad();
-    // clone: the gradient may alias the seed or another leaf's gradient (add passes g through)
-    leaf.set_grad(existing.defined() ? add(existing, g) : g.clone());
+    // clone: the gradient may alias the seed or another leaf's gradient (add passes g through);
+    // a gradient whose storage nothing else holds (a fresh op output) is taken as it is.
+    const bool sole = g.impl_ptr().use_count() == 1 && g.impl()->storage.use_count() == 1;
+    leaf.set_grad(existing.defined() ? add(existing, g) : sole ? g : g.clone());
   }
 }
 
