@@ -40,10 +40,11 @@ __device__ void block_amax(uint32_t v, uint32_t* amax) {
 }
 
 // Elementwise cast, V elements (16 bytes of input) per step; the tail goes one by one.
-template <class In, __nv_fp8_interpretation_t F, int V>
+// Without q (kStore false) only the amax is computed.
+template <class In, __nv_fp8_interpretation_t F, int V, bool kStore>
 __global__ void cast_kernel(const In* __restrict__ x, const float* __restrict__ scale, uint8_t* __restrict__ q,
                             int64_t n, uint32_t* amax) {
-  const float s = *scale;
+  const float s = kStore ? *scale : 1.0f;
   uint32_t m = 0;
   const int64_t tid = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -55,14 +56,14 @@ __global__ void cast_kernel(const In* __restrict__ x, const float* __restrict__ 
     for (int j = 0; j < V; ++j) {
       const float f = load_f32(in.v[j]);
       m = max(m, amax_bits(__float_as_uint(f)));
-      out.v[j] = to_fp8<F>(f * s);
+      if constexpr (kStore) out.v[j] = to_fp8<F>(f * s);
     }
-    reinterpret_cast<Vec<uint8_t, V>*>(q)[i] = out;
+    if constexpr (kStore) reinterpret_cast<Vec<uint8_t, V>*>(q)[i] = out;
   }
   for (int64_t i = nv * V + tid; i < n; i += stride) {
     const float f = load_f32(x[i]);
     m = max(m, amax_bits(__float_as_uint(f)));
-    q[i] = to_fp8<F>(f * s);
+    if constexpr (kStore) q[i] = to_fp8<F>(f * s);
   }
   block_amax(m, amax);
 }
@@ -215,11 +216,12 @@ void fp8_cast(DType in_t, const void* x, DType fp8, const float* scale, void* q,
         return;
       }
       constexpr int V = 16 / sizeof(In);
-      if (reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(q) % V == 0) {
-        cast_kernel<In, F, V><<<grid_for(n / V, 256), 256, 0, s>>>(in, scale, q8, n, amax_u);
-      } else {
-        cast_kernel<In, F, 1><<<grid_for(n, 256), 256, 0, s>>>(in, scale, q8, n, amax_u);
-      }
+      const bool vec = reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(q) % V == 0;
+      const unsigned grid = grid_for(vec ? n / V : n, 256);
+      if (q == nullptr && vec) cast_kernel<In, F, V, false><<<grid, 256, 0, s>>>(in, scale, q8, n, amax_u);
+      else if (q == nullptr) cast_kernel<In, F, 1, false><<<grid, 256, 0, s>>>(in, scale, q8, n, amax_u);
+      else if (vec) cast_kernel<In, F, V, true><<<grid, 256, 0, s>>>(in, scale, q8, n, amax_u);
+      else cast_kernel<In, F, 1, true><<<grid, 256, 0, s>>>(in, scale, q8, n, amax_u);
       OCTET_LAUNCH_CHECK("cast_kernel");
     });
   });

@@ -12,7 +12,7 @@
 namespace octet::kernels {
 
 // q = sat_rne(x * scale[0]) for x (rows, cols); q_t (cols, rows) when not null; amax (when not
-// null) is overwritten with max |x| (zeroed first, then an order-free bit max).
+// null) is overwritten with max |x| (zeroed first, then an order-free bit max). q null: amax only.
 void fp8_cast(DType in_t, const void* x, DType fp8, const float* scale, void* q, void* q_t, int64_t rows,
               int64_t cols, float* amax, cudaStream_t s);
 void fp8_dequantize(DType fp8, const void* q, const float* scale_inv, DType out_t, void* out, int64_t n,

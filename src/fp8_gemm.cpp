@@ -119,8 +119,8 @@ std::unique_ptr<Plan> make_plan(const PlanKey& key) {
   const uint32_t out_align = 256;
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
   const uint32_t align_lt_a = key.align_b, align_lt_b = key.align_a;  // cuBLASLt's A is our b
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_lt_a, sizeof align_lt_a);
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_lt_b, sizeof align_lt_b);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_lt_a, sizeof(uint32_t));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_lt_b, sizeof(uint32_t));
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &out_align, sizeof out_align);
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &out_align, sizeof out_align);
   cublasLtMatmulHeuristicResult_t result{};
@@ -262,6 +262,22 @@ Fp8Cast cast_to_fp8(const Tensor& x, DType fp8, const Tensor& scale, const Tenso
                       cols, amax_p, detail::stream(x.device()));
   }
   return r;
+}
+
+Tensor fp8_amax(const Tensor& x) {
+  const char* op = "fp8_amax";
+  check::dtype_in(op, "x", x, kHigh);
+  autograd::refuse(op, {x});
+  Tensor amax = Tensor::empty({}, DType::f32, x.device());
+  auto* amax_p = static_cast<float*>(amax.data());
+  if (x.device().is_cpu()) {
+    cpu::fp8_cast(x.dtype(), x.data(), DType::f8_e4m3, 1.0f, nullptr, nullptr, 1, x.numel(), amax_p);
+  } else {
+    detail::DeviceGuard g(x.device());
+    kernels::fp8_cast(x.dtype(), x.data(), DType::f8_e4m3, nullptr, nullptr, nullptr, 1, x.numel(), amax_p,
+                      detail::stream(x.device()));
+  }
+  return amax;
 }
 
 Tensor dequantize_fp8(const Tensor& q, const Tensor& scale_inv, DType out) {

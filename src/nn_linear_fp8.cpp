@@ -32,7 +32,7 @@ constexpr const char* kOp = "LinearFP8";
 
 // Current scaling: the scale from x's own amax, then one cast pass.
 Fp8Cast cast_current(const Tensor& x, DType fp8, bool transpose, Fp8Scale& scale) {
-  scale = fp8_current_scale(max_abs(x), fp8);
+  scale = fp8_current_scale(fp8_amax(x), fp8);
   return cast_to_fp8(x, fp8, scale.scale, {}, transpose);
 }
 

@@ -167,6 +167,10 @@ void check_amax_specials(Device d) {
   float a = amax.to_vector<float>()[0];
   std::memcpy(&bits, &a, 4);
   CHECK(bits == 0x7FC00000u);  // canonical NaN, whatever the payload
+  a = fp8_amax(Tensor::from_vector(std::vector<float>{1, -NAN, INFINITY}, d)).to_vector<float>()[0];
+  std::memcpy(&bits, &a, 4);
+  CHECK(bits == 0x7FC00000u);
+  CHECK(fp8_amax(Tensor::empty({0, 3}, DType::bf16, d)).item() == 0.0);
   cast_to_fp8(Tensor::empty({0}, DType::f32, d), DType::f8_e5m2, scalar(1, d), amax);
   CHECK(amax.item() == 0.0);
   cast_to_fp8(Tensor::from_vector(std::vector<float>{-0.0f}, d), DType::f8_e5m2, scalar(1, d), amax);
@@ -179,6 +183,8 @@ void check_amax_specials(Device d) {
   cast_to_fp8(big, DType::f8_e4m3, scalar(1, d), a2, true);
   CHECK(test::bitwise_equal(a1, a2));
   CHECK(a1.item() == max_abs(big).item());
+  for (DType t : kHigh) CHECK(fp8_amax(big.to(t)).item() == max_abs(big.to(t)).item());
+  CHECK(fp8_amax(big).shape() == Shape{});
 }
 OCTET_TEST_BOTH("cast_to_fp8: amax of Inf, NaN, empty; deterministic", check_amax_specials)
 
@@ -591,6 +597,7 @@ OCTET_CUDA_TEST("cast_to_fp8, dequantize and scale updates: CUDA bits equal CPU 
         CHECK(test::bitwise_equal(ag.to(c), ac));
         Fp8Cast vg = cast_to_fp8(x.to(g), fp8, scalar(2.5f, g));  // vectorized, no transpose
         CHECK(test::bitwise_equal(vg.data.to(c), qc.data));
+        CHECK(test::bitwise_equal(fp8_amax(x.to(g)).to(c), fp8_amax(x)));
         for (DType out : kHigh)
           CHECK(test::bitwise_equal(dequantize_fp8(qg.data, scalar(0.3f, g), out).to(c),
                                     dequantize_fp8(qc.data, scalar(0.3f, c), out)));
@@ -697,6 +704,8 @@ TEST_CASE("fp8_gemm: bad input is rejected with the op, argument and what was ex
   Tensor xg = randn({3, 3}).requires_grad_();
   CHECK_THROWS_WITH_AS(cast_to_fp8(xg, DType::f8_e4m3, one), Contains("cast_to_fp8"), Error);
 
+  CHECK_THROWS_WITH_AS(fp8_amax(q), Contains("fp8_amax: argument 'x'"), Error);
+  CHECK_THROWS_WITH_AS(fp8_amax(xg), Contains("fp8_amax"), Error);
   CHECK_THROWS_WITH_AS(dequantize_fp8(x, one), Contains("dequantize_fp8: argument 'q'"), Error);
   CHECK_THROWS_WITH_AS(dequantize_fp8(q, one, DType::u8), Contains("dequantize_fp8: argument 'out'"), Error);
   CHECK_THROWS_WITH_AS(dequantize_fp8(q, Tensor::ones({3})), Contains("argument 'scale_inv'"), Error);

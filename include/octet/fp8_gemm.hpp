@@ -29,6 +29,9 @@ struct Fp8Cast {
 // maximum, NaN (0x7FC00000) if any element is NaN, 0 for an empty x; the same on every run.
 Fp8Cast cast_to_fp8(const Tensor& x, DType fp8, const Tensor& scale, const Tensor& amax = {},
                     bool transpose = false);
+// max |x| exactly as cast_to_fp8 writes it, as a () f32 tensor: the amax pass of current
+// scaling (one vectorized read of x, no cast).
+Tensor fp8_amax(const Tensor& x);
 // float(q) * scale_inv[0] rounded to out (f32, f16 or bf16).
 Tensor dequantize_fp8(const Tensor& q, const Tensor& scale_inv, DType out = DType::f32);
 

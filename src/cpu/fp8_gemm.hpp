@@ -37,7 +37,7 @@ OCTET_HD inline uint32_t amax_bits(uint32_t float_bits) {
 namespace octet::cpu {
 
 // q = sat_rne(x * scale) for x (rows, cols) of in_t; q_t (cols, rows) when not null; amax (when
-// not null) = max |x| (see amax_bits).
+// not null) = max |x| (see amax_bits). q null: amax only.
 void fp8_cast(DType in_t, const void* x, DType fp8, float scale, void* q, void* q_t, int64_t rows, int64_t cols,
               float* amax);
 // out = float(q) * scale_inv, rounded to out_t.
