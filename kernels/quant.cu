@@ -21,13 +21,19 @@ constexpr int kWarpTile = 32 * kPerThread;    // 512
 constexpr int kTile = kThreads * kPerThread;  // 4096, the largest blocksize
 constexpr unsigned kFull = 0xffffffffu;
 
-template <class T> constexpr int vec_width() { return 16 / static_cast<int>(sizeof(T)); }
+template <class T>
+constexpr int vec_width() {
+  return 16 / static_cast<int>(sizeof(T));
+}
 
 // V elements from e on as floats; elements at or past n read as 0.
 template <class T, int V>
 __device__ __forceinline__ void load_vec(const T* __restrict__ p, int64_t e, int64_t n, bool aligned, float (&v)[V]) {
   if (aligned && e + V <= n) {
-    union { uint4 raw; T t[V]; } u;
+    union {
+      uint4 raw;
+      T t[V];
+    } u;
     u.raw = __ldcs(reinterpret_cast<const uint4*>(p + e));  // read once: streaming
 #pragma unroll
     for (int q = 0; q < V; ++q) v[q] = load_f32(u.t[q]);
@@ -40,7 +46,10 @@ __device__ __forceinline__ void load_vec(const T* __restrict__ p, int64_t e, int
 template <class T, int V>
 __device__ __forceinline__ void store_vec(T* __restrict__ p, int64_t e, int64_t n, bool aligned, const float (&y)[V]) {
   if (aligned && e + V <= n) {
-    union { uint4 raw; T t[V]; } u;
+    union {
+      uint4 raw;
+      T t[V];
+    } u;
 #pragma unroll
     for (int q = 0; q < V; ++q) u.t[q] = store_f32<T>(y[q]);
     *reinterpret_cast<uint4*>(p + e) = u.raw;
@@ -51,13 +60,15 @@ __device__ __forceinline__ void store_vec(T* __restrict__ p, int64_t e, int64_t 
   }
 }
 
-template <int V> union CodeVec {
+template <int V>
+union CodeVec {
   std::conditional_t<V == 4, uint32_t, uint2> raw;
   uint8_t c[V];
 };
 
 template <int V>
-__device__ __forceinline__ void store_codes(uint8_t* __restrict__ p, int64_t e, int64_t n, bool aligned, const CodeVec<V>& c) {
+__device__ __forceinline__ void store_codes(uint8_t* __restrict__ p, int64_t e, int64_t n, bool aligned,
+                                            const CodeVec<V>& c) {
   if (aligned && e + V <= n) {
     *reinterpret_cast<decltype(c.raw)*>(p + e) = c.raw;
   } else {
@@ -135,8 +146,8 @@ __device__ __forceinline__ void block_absmax(float (&m)[J], float* warp_max) {
 template <class T, int B>
 __global__ void __launch_bounds__(kThreads)
     quantize_kernel(const T* __restrict__ A, int64_t n, const uint4* __restrict__ index, int index_words,
-                    qi::LutShape shape, float* __restrict__ absmax, uint8_t* __restrict__ codes,
-                    T* __restrict__ fake, bool aligned) {
+                    qi::LutShape shape, float* __restrict__ absmax, uint8_t* __restrict__ codes, T* __restrict__ fake,
+                    bool aligned) {
   extern __shared__ uint4 smem[];
   __shared__ float warp_max[kThreads / 32];
   const qi::Tables& tab = load_index(smem, index, index_words);
@@ -168,7 +179,8 @@ __global__ void __launch_bounds__(kThreads)
         if (e < n && (e & (B - 1)) == 0) absmax[e / B] = m[j];
         const qi::Scale sc = qi::block_scale(m[j]);
 #pragma unroll
-        for (int q = 0; q < V; ++q) c.c[q] = static_cast<uint8_t>(qi::lut_index(lut, shape, tab, qi::block_x(v[j][q], sc)));
+        for (int q = 0; q < V; ++q)
+          c.c[q] = static_cast<uint8_t>(qi::lut_index(lut, shape, tab, qi::block_x(v[j][q], sc)));
       } else {
         m[j] = global_absmax;
 #pragma unroll
@@ -188,7 +200,8 @@ __global__ void __launch_bounds__(kThreads)
 // Max of |A| as float bits (NaN canonical, above Inf): per-thread, warp redux, one atomicMax per
 // block. Max is order-free, so the result is deterministic.
 template <class T>
-__global__ void __launch_bounds__(kThreads) absmax_kernel(const T* __restrict__ A, int64_t n, unsigned* out, bool aligned) {
+__global__ void __launch_bounds__(kThreads)
+    absmax_kernel(const T* __restrict__ A, int64_t n, unsigned* out, bool aligned) {
   constexpr int V = vec_width<T>(), J = kPerThread / V;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   unsigned m = 0;
@@ -251,7 +264,8 @@ __global__ void __launch_bounds__(kThreads)
 
 // Sums of 1024-element chunks: lane t adds x[t], x[t+256], x[t+512], x[t+768], then a halving
 // tree (the order cpu::mean_tree reproduces).
-template <class T> __global__ void __launch_bounds__(256) chunk_sum_kernel(const T* __restrict__ x, int64_t n, double* out) {
+template <class T>
+__global__ void __launch_bounds__(256) chunk_sum_kernel(const T* __restrict__ x, int64_t n, double* out) {
   __shared__ double p[256];
   const int t = threadIdx.x;
   const int64_t chunks = (n + 1023) / 1024;
@@ -277,7 +291,8 @@ __global__ void finish_mean_kernel(const double* sum, int64_t n, float* out) {
   *out = static_cast<float>(__ddiv_rn(*sum, static_cast<double>(n)));
 }
 
-__global__ void sub_offset_kernel(const float* __restrict__ x, int64_t n, const float* __restrict__ offset, float* out) {
+__global__ void sub_offset_kernel(const float* __restrict__ x, int64_t n, const float* __restrict__ offset,
+                                  float* out) {
   const float off = *offset;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     out[i] = __fsub_rn(x[i], off);
@@ -297,7 +312,8 @@ __global__ void index_check_kernel(const uint4* __restrict__ index, int words, q
   atomicAdd(bad, local);
 }
 
-template <class K> unsigned persistent_grid(K kernel, size_t smem, int64_t tiles) {
+template <class K>
+unsigned persistent_grid(K kernel, size_t smem, int64_t tiles) {
   int dev = 0, sms = 0, per_sm = 0;
   OCTET_CUDA_CHECK(cudaGetDevice(&dev));
   OCTET_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
@@ -308,17 +324,23 @@ template <class K> unsigned persistent_grid(K kernel, size_t smem, int64_t tiles
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // f32/f16/bf16 only (validated by src/quant.cpp).
-template <class F> void visit_quant(DType t, F&& f) {
+template <class F>
+void visit_quant(DType t, F&& f) {
   switch (t) {
-    case DType::f32: return f(type_tag<float>{});
-    case DType::f16: return f(type_tag<__half>{});
-    case DType::bf16: return f(type_tag<__nv_bfloat16>{});
-    default: fail("quant kernels", cat("dtype ", dtype_name(t), " is not supported"));
+    case DType::f32:
+      return f(type_tag<float>{});
+    case DType::f16:
+      return f(type_tag<__half>{});
+    case DType::bf16:
+      return f(type_tag<__nv_bfloat16>{});
+    default:
+      fail("quant kernels", cat("dtype ", dtype_name(t), " is not supported"));
   }
 }
 
 template <class T, int B>
-void launch_quantize(const T* A, int64_t n, const QuantIndex& q, float* absmax, uint8_t* codes, T* fake, cudaStream_t s) {
+void launch_quantize(const T* A, int64_t n, const QuantIndex& q, float* absmax, uint8_t* codes, T* fake,
+                     cudaStream_t s) {
   const auto kernel = quantize_kernel<T, B>;
   const size_t smem = static_cast<size_t>(q.bytes);
   const bool aligned = aligned16(A) && aligned16(codes) && (!fake || aligned16(fake));
@@ -338,15 +360,24 @@ void quantize_blockwise(DType t, const void* A, int64_t n, const QuantIndex& q, 
     const T* a = static_cast<const T*>(A);
     T* f = static_cast<T*>(fake_out);
     switch (blocksize) {
-      case 32: return launch_quantize<T, 32>(a, n, q, absmax, codes, f, s);
-      case 64: return launch_quantize<T, 64>(a, n, q, absmax, codes, f, s);
-      case 128: return launch_quantize<T, 128>(a, n, q, absmax, codes, f, s);
-      case 256: return launch_quantize<T, 256>(a, n, q, absmax, codes, f, s);
-      case 512: return launch_quantize<T, 512>(a, n, q, absmax, codes, f, s);
-      case 1024: return launch_quantize<T, 1024>(a, n, q, absmax, codes, f, s);
-      case 2048: return launch_quantize<T, 2048>(a, n, q, absmax, codes, f, s);
-      case 4096: return launch_quantize<T, 4096>(a, n, q, absmax, codes, f, s);
-      default: fail("quantize_blockwise", cat("blocksize ", blocksize, " reached the kernels"));
+      case 32:
+        return launch_quantize<T, 32>(a, n, q, absmax, codes, f, s);
+      case 64:
+        return launch_quantize<T, 64>(a, n, q, absmax, codes, f, s);
+      case 128:
+        return launch_quantize<T, 128>(a, n, q, absmax, codes, f, s);
+      case 256:
+        return launch_quantize<T, 256>(a, n, q, absmax, codes, f, s);
+      case 512:
+        return launch_quantize<T, 512>(a, n, q, absmax, codes, f, s);
+      case 1024:
+        return launch_quantize<T, 1024>(a, n, q, absmax, codes, f, s);
+      case 2048:
+        return launch_quantize<T, 2048>(a, n, q, absmax, codes, f, s);
+      case 4096:
+        return launch_quantize<T, 4096>(a, n, q, absmax, codes, f, s);
+      default:
+        fail("quantize_blockwise", cat("blocksize ", blocksize, " reached the kernels"));
     }
   });
 }
@@ -368,7 +399,8 @@ void quantize_global(DType t, const void* A, int64_t n, const QuantIndex& q, con
   if (n == 0) return;
   visit_quant(t, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    launch_quantize<T, 0>(static_cast<const T*>(A), n, q, const_cast<float*>(absmax), codes, static_cast<T*>(fake_out), s);
+    launch_quantize<T, 0>(static_cast<const T*>(A), n, q, const_cast<float*>(absmax), codes, static_cast<T*>(fake_out),
+                          s);
   });
 }
 

@@ -31,9 +31,9 @@ struct Tables {
 };
 
 struct alignas(8) LutEntry {
-  uint32_t thr;         // first |x| bit pattern of the bucket with index `above` (0x80000000: none)
+  uint32_t thr;  // first |x| bit pattern of the bucket with index `above` (0x80000000: none)
   uint8_t below, above;
-  uint16_t slow;        // 1: more than one step in the bucket, use closed_form()
+  uint16_t slow;  // 1: more than one step in the bucket, use closed_form()
 };
 
 // Each sign half has its own buckets: bucket b of half h holds the |x| bit patterns u with
@@ -68,7 +68,7 @@ OCTET_HD float bits_float(uint32_t u) {
 }
 
 OCTET_HD int closed_form(const float* code, const float* mid, float x) {
-  if (!(x > code[0])) return 0;  // NaN or at/below the first entry
+  if (!(x > code[0])) return 0;     // NaN or at/below the first entry
   int k = code[128] < x ? 128 : 0;  // k: the last entry below x
   for (int step = 64; step > 0; step >>= 1)
     if (code[k + step] < x) k += step;

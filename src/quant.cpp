@@ -8,8 +8,8 @@
 #include <cstring>
 #include <mutex>
 
-#include "octet/autograd.hpp"
 #include "kernels/quant.cuh"
+#include "octet/autograd.hpp"
 #include "src/check.hpp"
 #include "src/cpu/quant.hpp"
 #include "src/runtime_internal.hpp"
@@ -138,7 +138,9 @@ struct CodeAccess {
 
 namespace quant_internal {
 const quant_index::Tables& tables(const Code& code) { return detail::CodeAccess::tables(code); }
-kernels::QuantIndex device_index(const Code& code, Device device) { return detail::CodeAccess::device_index(code, device); }
+kernels::QuantIndex device_index(const Code& code, Device device) {
+  return detail::CodeAccess::device_index(code, device);
+}
 const cpu::IndexLut& index_lut(const Code& code) { return detail::CodeAccess::lut(code); }
 uint64_t index_mismatches_on(const Code& code, Device device) {
   detail::DeviceGuard g(device);
@@ -170,8 +172,8 @@ int64_t blocks_of(int64_t n, int64_t b) { return (n + b - 1) / b; }
 
 // Validates A and blocksize (0: global), then computes codes, absmax (f32 [blocks] or [1])
 // and, when fake is given, the dequantized values into it.
-void quantize_into(const char* op, const Tensor& A, const Code& code, int64_t blocksize, Tensor& codes,
-                   Tensor& absmax, Tensor* fake) {
+void quantize_into(const char* op, const Tensor& A, const Code& code, int64_t blocksize, Tensor& codes, Tensor& absmax,
+                   Tensor* fake) {
   check_input(op, A);
   if (blocksize > 0) check_blocksize(op, "blocksize", blocksize);
   // Fake-quantize on CUDA writes no codes (one read + one write per element).
@@ -255,7 +257,8 @@ Tensor dequantize_impl(const char* op, const Tensor& codes, const QuantState& st
   const Device dev = codes.device();
   check::usable(op, dev);
   if (codes.shape() != st.shape)
-    fail_arg(op, "codes", cat("shape ", shape_str(st.shape), " (state.shape)"), cat("shape ", shape_str(codes.shape())));
+    fail_arg(op, "codes", cat("shape ", shape_str(st.shape), " (state.shape)"),
+             cat("shape ", shape_str(codes.shape())));
   const bool blockwise = std::string_view(op) == "dequantize_blockwise";
   if (blockwise) {
     if (st.blocksize == 0)
@@ -271,9 +274,10 @@ Tensor dequantize_impl(const char* op, const Tensor& codes, const QuantState& st
   check::dtype_is(op, "state.absmax", st.absmax, st.nested ? DType::u8 : DType::f32);
   check::device_is(op, "state.absmax", st.absmax, dev);
   if (st.absmax.numel() != nb || (blockwise && st.absmax.dim() != 1))
-    fail_arg(op, "state.absmax",
-             blockwise ? cat("shape (", nb, ",) = ceil(", n, " / blocksize ", st.blocksize, ")") : std::string("1 element"),
-             cat("shape ", shape_str(st.absmax.shape())));
+    fail_arg(
+        op, "state.absmax",
+        blockwise ? cat("shape (", nb, ",) = ceil(", n, " / blocksize ", st.blocksize, ")") : std::string("1 element"),
+        cat("shape ", shape_str(st.absmax.shape())));
   Tensor absmax = st.absmax;
   if (st.nested) {
     if (!st.state2) fail_arg(op, "state.state2", "the inner state of a nested absmax", "none");

@@ -26,8 +26,8 @@ std::vector<float> lin32(float a, float b, int64_t N) {
   const float step = (b - a) / static_cast<float>(N - 1);
   const int64_t h = N / 2;
   for (int64_t k = 0; k < N; ++k)
-    out[static_cast<size_t>(k)] = k < h ? std::fma(step, static_cast<float>(k), a)
-                                        : std::fma(-step, static_cast<float>(N - 1 - k), b);
+    out[static_cast<size_t>(k)] =
+        k < h ? std::fma(step, static_cast<float>(k), a) : std::fma(-step, static_cast<float>(N - 1 - k), b);
   return out;
 }
 
@@ -73,7 +73,8 @@ std::vector<float> fp8_map(bool is_signed, int exponent_bits, int precision_bits
   if (exponent_bits < 1) fail_arg(op, "exponent_bits", "at least 1", cat(exponent_bits));
   if (precision_bits < 0) fail_arg(op, "precision_bits", "at least 0", cat(precision_bits));
   if (exponent_bits + precision_bits != total_bits - (is_signed ? 1 : 0))
-    fail_arg(op, "exponent_bits + precision_bits", cat("total_bits - ", is_signed ? 1 : 0, " = ", total_bits - is_signed),
+    fail_arg(op, "exponent_bits + precision_bits",
+             cat("total_bits - ", is_signed ? 1 : 0, " = ", total_bits - is_signed),
              cat(exponent_bits + precision_bits));
   const int bias = 1 << (exponent_bits - 1);
   std::vector<double> values;
@@ -121,7 +122,8 @@ qi::Tables index_tables(const float* code) {
 namespace {
 
 // Appends every u in (lo, hi] where f(u) != f(u - 1); f is monotone on [lo, hi].
-template <class F> void find_steps(const F& f, uint32_t lo, uint32_t hi, int flo, int fhi, std::vector<uint32_t>& out) {
+template <class F>
+void find_steps(const F& f, uint32_t lo, uint32_t hi, int flo, int fhi, std::vector<uint32_t>& out) {
   if (flo == fhi) return;
   if (hi - lo == 1) {
     out.push_back(hi);
@@ -205,8 +207,9 @@ IndexLut build_index_lut(const qi::Tables& t) {
 
 namespace {
 
-template <class T> void quantize_blockwise_t(const T* A, int64_t n, const qi::Tables& tab, int64_t B, float* absmax,
-                                             uint8_t* codes, T* fake) {
+template <class T>
+void quantize_blockwise_t(const T* A, int64_t n, const qi::Tables& tab, int64_t B, float* absmax, uint8_t* codes,
+                          T* fake) {
   const int64_t nb = (n + B - 1) / B;
   parallel_for(nb, std::max<int64_t>(1, 65536 / B), [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
@@ -227,8 +230,8 @@ template <class T> void quantize_blockwise_t(const T* A, int64_t n, const qi::Ta
   });
 }
 
-template <class T> void quantize_global_t(const T* A, int64_t n, const qi::Tables& tab, float absmax, uint8_t* codes,
-                                          T* fake) {
+template <class T>
+void quantize_global_t(const T* A, int64_t n, const qi::Tables& tab, float absmax, uint8_t* codes, T* fake) {
   parallel_for(n, 1 << 16, [&](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i) {
       const int q = qi::closed_form(tab.code, tab.mid, qi::global_x(load_f32(A[i]), absmax));
@@ -240,7 +243,8 @@ template <class T> void quantize_global_t(const T* A, int64_t n, const qi::Table
 
 // Sums of 1024-element chunks in the CUDA kernel's order: 256 lanes each add x[t], x[t+256],
 // x[t+512], x[t+768] in turn, then a halving tree over the lanes.
-template <class T> std::vector<double> chunk_sums(const T* x, int64_t n) {
+template <class T>
+std::vector<double> chunk_sums(const T* x, int64_t n) {
   std::vector<double> out(static_cast<size_t>((n + 1023) / 1024));
   for (size_t c = 0; c < out.size(); ++c) {
     double p[256];

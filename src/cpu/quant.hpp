@@ -31,8 +31,8 @@ void quantize_blockwise(DType t, const void* A, int64_t n, const quant_index::Ta
                         float* absmax, uint8_t* codes, void* fake_out);
 // max |A| with NaN propagating (canonical NaN 0x7FC00000); 0 for n == 0.
 float absmax_global(DType t, const void* A, int64_t n);
-void quantize_global(DType t, const void* A, int64_t n, const quant_index::Tables& tab, float absmax,
-                     uint8_t* codes, void* fake_out);
+void quantize_global(DType t, const void* A, int64_t n, const quant_index::Tables& tab, float absmax, uint8_t* codes,
+                     void* fake_out);
 // out = code[q] * absmax[i >> log2_blocksize] (+ *offset when given), rounded to out_t.
 void dequantize(const uint8_t* codes, int64_t n, const float* code, const float* absmax, int log2_blocksize,
                 const float* offset, DType out_t, void* out);
@@ -48,7 +48,9 @@ void sub_offset(const float* x, int64_t n, float offset, float* out);
 // CUDA lut_index differs from closed_form (waits for the GPU).
 namespace octet {
 class Code;
-namespace kernels { struct QuantIndex; }
+namespace kernels {
+struct QuantIndex;
+}
 namespace quant_internal {
 const quant_index::Tables& tables(const Code& code);
 const cpu::IndexLut& index_lut(const Code& code);
