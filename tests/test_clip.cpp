@@ -1,8 +1,9 @@
-// Tests of the clip family: percentile_clipping against bitsandbytes' golden sequence, the port of
-// test_percentile_clipping (spec 7.2), the history semantics, f64 references over odd sizes and
-// misaligned data, CPU against CUDA, determinism, the ClipState form (device step, poisoned
-// outputs, CUDA-graph capture and replay), scale_by_, and every bad-input error.
+// Tests of the clip family: percentile_clipping against bitsandbytes' golden sequence, the history
+// semantics, f64 references over odd sizes and misaligned data, CPU against CUDA, determinism, the
+// ClipState form (device step, poisoned outputs, CUDA-graph capture and replay), scale_by_, and
+// every bad-input error.
 // Float32 comparisons use torch's assert_close defaults: |a - e| <= 1e-5 + 1.3e-6 |e|.
+// The port of test_percentile_clipping is in tests/test_deprecated.cpp.
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -116,43 +117,6 @@ TEST_CASE("percentile_clipping golden pclip.f32 (12 steps) [cuda]" *
           doctest::skip(!test::has_gpu() || !test::golden_available())) {
   golden_sequence(Device::cuda(0));
 }
-
-// --- port of bitsandbytes' test_percentile_clipping ---------------------------------------------
-
-void port_test_percentile_clipping(Device d, DType gtype) {
-  manual_seed(0);
-  std::vector<float> gnorm_vec1(100, 0.0f);
-  Tensor gnorm_vec2 = Tensor::zeros({100}, DType::f32, d);
-  const int percentile = 5;
-  for (int64_t step = 1; step <= 20; ++step) {
-    CAPTURE(step);
-    Tensor g = randn({4, 4}, gtype, d);
-    const ClipResult r = percentile_clipping(g, gnorm_vec2, step, percentile);
-    // Upstream writes `assert gnorm_scale == 1.0 if gnorm1 < clip2 else clip2 / gnorm1`: the
-    // conditional binds looser than ==, so the else branch only asserts that the tensor
-    // clip2 / gnorm1 is truthy and can never fail (spec 8.1). Here the intended rule, with the
-    // implementation's comparison (scale is 1 exactly when gnorm <= clip).
-    check_scale_rule(r);
-    const float gnorm2 = static_cast<float>(std::sqrt(sum_squares(g)));
-    if (step == 1) std::fill(gnorm_vec1.begin(), gnorm_vec1.end(), gnorm2);
-    else gnorm_vec1[static_cast<size_t>(step % 100)] = gnorm2;
-    std::vector<float> sorted = gnorm_vec1;
-    std::sort(sorted.begin(), sorted.end());
-    const float clip1 = sorted[percentile];
-    std::vector<double> sqrt_vec2;
-    for (double v : test::values(gnorm_vec2)) sqrt_vec2.push_back(static_cast<float>(std::sqrt(v)));
-    check_close(as_double(gnorm_vec1), sqrt_vec2, "gnorm_vec1 vs sqrt(gnorm_vec2)");
-    CHECK_MESSAGE(close(f32(r.clip_value), clip1), f32(r.clip_value), " vs ", clip1);
-    CHECK_MESSAGE(close(f32(r.gnorm), gnorm2), f32(r.gnorm), " vs ", gnorm2);
-  }
-}
-
-void port_float(Device d) { port_test_percentile_clipping(d, DType::f32); }
-void port_half(Device d) { port_test_percentile_clipping(d, DType::f16); }
-void port_bf16(Device d) { port_test_percentile_clipping(d, DType::bf16); }
-OCTET_TEST_BOTH("test_percentile_clipping[float]", port_float)
-OCTET_TEST_BOTH("test_percentile_clipping[half]", port_half)
-OCTET_TEST_BOTH("test_percentile_clipping[bf16]", port_bf16)
 
 // --- semantics ---------------------------------------------------------------------------------
 
