@@ -32,14 +32,14 @@ float from_bits(uint32_t u) { return qi::bits_float(u); }
 // ---- SHA-256 (FIPS 180-4), for the table hashes of the spec ----
 std::string sha256(const void* data, size_t len) {
   static const uint32_t k[64] = {
-      0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98,
-      0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786,
-      0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8,
-      0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13,
-      0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819,
-      0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a,
-      0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
-      0xc67178f2};
+      0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+      0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+      0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+      0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+      0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+      0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+      0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+      0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
   uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
   std::vector<uint8_t> m(static_cast<const uint8_t*>(data), static_cast<const uint8_t*>(data) + len);
   m.push_back(0x80);
@@ -59,8 +59,10 @@ std::string sha256(const void* data, size_t len) {
     uint32_t a[8];
     std::copy(h, h + 8, a);
     for (int i = 0; i < 64; ++i) {
-      const uint32_t t1 = a[7] + (rotr(a[4], 6) ^ rotr(a[4], 11) ^ rotr(a[4], 25)) + ((a[4] & a[5]) ^ (~a[4] & a[6])) + k[i] + w[i];
-      const uint32_t t2 = (rotr(a[0], 2) ^ rotr(a[0], 13) ^ rotr(a[0], 22)) + ((a[0] & a[1]) ^ (a[0] & a[2]) ^ (a[1] & a[2]));
+      const uint32_t t1 =
+          a[7] + (rotr(a[4], 6) ^ rotr(a[4], 11) ^ rotr(a[4], 25)) + ((a[4] & a[5]) ^ (~a[4] & a[6])) + k[i] + w[i];
+      const uint32_t t2 =
+          (rotr(a[0], 2) ^ rotr(a[0], 13) ^ rotr(a[0], 22)) + ((a[0] & a[1]) ^ (a[0] & a[2]) ^ (a[1] & a[2]));
       for (int j = 7; j > 0; --j) a[j] = a[j - 1];
       a[4] += t1;
       a[0] = t1 + t2;
@@ -144,9 +146,20 @@ void add_neighbours(std::vector<float>& xs, float c, int ulps) {
 // Where the closed form (and the binary search) can change value: every entry and every float32
 // midpoint, with their neighbours; plus special values.
 std::vector<float> critical_points(const std::vector<float>& code) {
-  std::vector<float> xs = {0.0f, -0.0f, kInf, -kInf, kNaN, -kNaN, std::numeric_limits<float>::max(),
-                           -std::numeric_limits<float>::max(), std::numeric_limits<float>::denorm_min(),
-                           -std::numeric_limits<float>::denorm_min(), 1.0f, -1.0f, 2.0f, -2.0f};
+  std::vector<float> xs = {0.0f,
+                           -0.0f,
+                           kInf,
+                           -kInf,
+                           kNaN,
+                           -kNaN,
+                           std::numeric_limits<float>::max(),
+                           -std::numeric_limits<float>::max(),
+                           std::numeric_limits<float>::denorm_min(),
+                           -std::numeric_limits<float>::denorm_min(),
+                           1.0f,
+                           -1.0f,
+                           2.0f,
+                           -2.0f};
   for (int j = 0; j < 256; ++j) add_neighbours(xs, code[j], 2);
   for (int j = 0; j < 255; ++j) add_neighbours(xs, (code[j] + code[j + 1]) * 0.5f, 2);
   return xs;
@@ -296,8 +309,8 @@ TEST_CASE("kernel index LUT == closed form on all floats (every change point of 
     const qi::Tables tab = cpu::index_tables(t.code.values().data());
     const cpu::IndexLut& lut = quant_internal::index_lut(t.code);
     const qi::LutShape& s = lut.shape;
-    MESSAGE(t.name << ": LUT of " << lut.entries.size() << " entries, mantissa bits " << 23 - s.shift[0] << " (x >= 0) and "
-                   << 23 - s.shift[1] << " (x < 0), " << lut.slow_buckets << " slow buckets");
+    MESSAGE(t.name << ": LUT of " << lut.entries.size() << " entries, mantissa bits " << 23 - s.shift[0]
+                   << " (x >= 0) and " << 23 - s.shift[1] << " (x < 0), " << lut.slow_buckets << " slow buckets");
     CHECK(lut.slow_buckets == 0);
     CHECK(lut.entries.size() <= static_cast<size_t>(qi::kMaxLutEntries));
     auto xs = critical_points(t.code.values());
@@ -327,7 +340,8 @@ TEST_CASE("index LUT of a crowded user table falls back to the closed form") {
   const cpu::IndexLut& lut = quant_internal::index_lut(c);
   CHECK(lut.slow_buckets > 0);
   int64_t bad = 0;
-  for (float x : critical_points(v)) bad += qi::lut_index(lut.entries.data(), lut.shape, tab, x) != bnb_index(tab.code, x);
+  for (float x : critical_points(v))
+    bad += qi::lut_index(lut.entries.data(), lut.shape, tab, x) != bnb_index(tab.code, x);
   CHECK(bad == 0);
 }
 
@@ -405,7 +419,8 @@ TEST_CASE("CPU global quantize: x = A / max|A| (IEEE), indices by the binary sea
 namespace {
 
 // Dequantize by the definition: code[q] * absmax in f32, then RNE to out_t.
-Tensor dequant_reference(const Tensor& codes, const std::vector<float>& absmax, int64_t bs, const Code& code, DType out_t) {
+Tensor dequant_reference(const Tensor& codes, const std::vector<float>& absmax, int64_t bs, const Code& code,
+                         DType out_t) {
   const auto c = codes.to_vector<uint8_t>();
   std::vector<float> y(c.size());
   for (size_t i = 0; i < c.size(); ++i) y[i] = code.values()[c[i]] * absmax[bs ? i / bs : 0];
@@ -420,9 +435,11 @@ TEST_CASE("dequantize: code[q] * absmax in f32, rounded to the state's dtype or 
     const Tensor A = randn({1000}).to(t);
     const Quantized qb = quantize_blockwise(A, Code(), 64);
     const auto am = qb.state.absmax.to_vector<float>();
-    CHECK(test::bitwise_equal(dequantize_blockwise(qb.codes, qb.state), dequant_reference(qb.codes, am, 64, Code(), t)));
+    CHECK(
+        test::bitwise_equal(dequantize_blockwise(qb.codes, qb.state), dequant_reference(qb.codes, am, 64, Code(), t)));
     for (DType o : kDtypes)
-      CHECK(test::bitwise_equal(dequantize_blockwise(qb.codes, qb.state, o), dequant_reference(qb.codes, am, 64, Code(), o)));
+      CHECK(test::bitwise_equal(dequantize_blockwise(qb.codes, qb.state, o),
+                                dequant_reference(qb.codes, am, 64, Code(), o)));
     const Quantized qg = quantize(A);
     CHECK(test::bitwise_equal(dequantize(qg.codes, qg.state),
                               dequant_reference(qg.codes, qg.state.absmax.to_vector<float>(), 0, Code(), t)));
@@ -639,7 +656,8 @@ void extreme_absmax(Device dev) {
   const Quantized q = quantize_blockwise(host_tensor(all).to(dev), Code(), 64);
   const auto c = q.codes.to_vector<uint8_t>();
   for (size_t k = 1; k < 5; ++k)
-    CHECK(std::vector<uint8_t>(c.begin() + 64 * k, c.begin() + 64 * (k + 1)) == std::vector<uint8_t>(c.begin(), c.begin() + 64));
+    CHECK(std::vector<uint8_t>(c.begin() + 64 * k, c.begin() + 64 * (k + 1)) ==
+          std::vector<uint8_t>(c.begin(), c.begin() + 64));
   CHECK(c[0] == 255);
   CHECK(c[1] == 127);
   CHECK(c[2] == 127);
@@ -659,13 +677,16 @@ TEST_CASE("bad arguments: blocksize, dtype, undefined, requires_grad") {
   const Tensor A = Tensor::ones({100});
   for (int64_t bs : {0, -64, 16, 48, 96, 8192}) {
     CAPTURE(bs);
-    CHECK_THROWS_WITH_AS(quantize_blockwise(A, Code(), bs), doctest::Contains("argument 'blocksize': expected a power of two in [32, 4096]"), Error);
+    CHECK_THROWS_WITH_AS(quantize_blockwise(A, Code(), bs),
+                         doctest::Contains("argument 'blocksize': expected a power of two in [32, 4096]"), Error);
     CHECK_THROWS_WITH_AS(fake_quantize_blockwise(A, Code(), bs), doctest::Contains("argument 'blocksize'"), Error);
   }
   for (DType t : {DType::f64, DType::u8, DType::i32, DType::f8_e4m3}) {
     const Tensor B = Tensor::zeros({8}, t);
-    CHECK_THROWS_WITH_AS(quantize_blockwise(B), doctest::Contains("quantize_blockwise: argument 'A': expected dtype f32, f16 or bf16"), Error);
-    CHECK_THROWS_WITH_AS(quantize(B), doctest::Contains("quantize: argument 'A': expected dtype f32, f16 or bf16"), Error);
+    CHECK_THROWS_WITH_AS(quantize_blockwise(B),
+                         doctest::Contains("quantize_blockwise: argument 'A': expected dtype f32, f16 or bf16"), Error);
+    CHECK_THROWS_WITH_AS(quantize(B), doctest::Contains("quantize: argument 'A': expected dtype f32, f16 or bf16"),
+                         Error);
     CHECK_THROWS_WITH_AS(fake_quantize(B, Code()), doctest::Contains("argument 'A'"), Error);
     CHECK_THROWS_WITH_AS(fake_quantize_blockwise(B, Code(), 64), doctest::Contains("argument 'A'"), Error);
   }
@@ -680,34 +701,43 @@ TEST_CASE("bad arguments: blocksize, dtype, undefined, requires_grad") {
 TEST_CASE("bad arguments: codes and state that do not match") {
   const Tensor A = randn({10, 30});
   const Quantized q = quantize_blockwise(A, Code(), 64);
-  CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes.to(DType::f32), q.state), doctest::Contains("argument 'codes': expected dtype u8"), Error);
-  CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes.reshape({30, 10}), q.state), doctest::Contains("argument 'codes': expected shape (10, 30) (state.shape)"), Error);
+  CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes.to(DType::f32), q.state),
+                       doctest::Contains("argument 'codes': expected dtype u8"), Error);
+  CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes.reshape({30, 10}), q.state),
+                       doctest::Contains("argument 'codes': expected shape (10, 30) (state.shape)"), Error);
   QuantState st = q.state;
   st.blocksize = 48;
   CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes, st), doctest::Contains("argument 'state.blocksize'"), Error);
   st.blocksize = 128;  // absmax has ceil(300 / 64) = 5 entries, 128 needs 3
-  CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes, st), doctest::Contains("argument 'state.absmax': expected shape (3,)"), Error);
+  CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes, st),
+                       doctest::Contains("argument 'state.absmax': expected shape (3,)"), Error);
   st = q.state;
   st.absmax = Tensor::zeros({5}, DType::f16);
-  CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes, st), doctest::Contains("argument 'state.absmax': expected dtype f32"), Error);
+  CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes, st),
+                       doctest::Contains("argument 'state.absmax': expected dtype f32"), Error);
   st = q.state;
   st.code = Tensor::zeros({255});
   CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes, st), doctest::Contains("argument 'state.code'"), Error);
   st.code = Tensor::zeros({256}, DType::f16);
-  CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes, st), doctest::Contains("argument 'state.code': expected dtype f32"), Error);
+  CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes, st),
+                       doctest::Contains("argument 'state.code': expected dtype f32"), Error);
   st.code = Tensor();
   CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes, st), doctest::Contains("argument 'state.code'"), Error);
   st = q.state;
   st.dtype = DType::f64;
   CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes, st), doctest::Contains("argument 'state.dtype'"), Error);
-  CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes, q.state, DType::u8), doctest::Contains("argument 'out_dtype'"), Error);
+  CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes, q.state, DType::u8), doctest::Contains("argument 'out_dtype'"),
+                       Error);
   // Global and blockwise states are not interchangeable.
   const Quantized g = quantize(A);
   CHECK_THROWS_WITH_AS(dequantize_blockwise(g.codes, g.state), doctest::Contains("expected a blockwise state"), Error);
-  CHECK_THROWS_WITH_AS(dequantize(q.codes, q.state), doctest::Contains("expected a global state (blocksize 0), got a blockwise state (blocksize 64)"), Error);
+  CHECK_THROWS_WITH_AS(dequantize(q.codes, q.state),
+                       doctest::Contains("expected a global state (blocksize 0), got a blockwise state (blocksize 64)"),
+                       Error);
   QuantState gs = g.state;
   gs.absmax = Tensor::zeros({2});
-  CHECK_THROWS_WITH_AS(dequantize(g.codes, gs), doctest::Contains("argument 'state.absmax': expected 1 element"), Error);
+  CHECK_THROWS_WITH_AS(dequantize(g.codes, gs), doctest::Contains("argument 'state.absmax': expected 1 element"),
+                       Error);
   // Nested states need their parts.
   const Quantized n = quantize_blockwise(A, Code(), 64, true);
   QuantState ns = n.state;
@@ -718,23 +748,28 @@ TEST_CASE("bad arguments: codes and state that do not match") {
   CHECK_THROWS_WITH_AS(dequantize_blockwise(n.codes, ns), doctest::Contains("argument 'state.offset'"), Error);
   ns = n.state;
   ns.nested = false;  // u8 absmax read as f32
-  CHECK_THROWS_WITH_AS(dequantize_blockwise(n.codes, ns), doctest::Contains("argument 'state.absmax': expected dtype f32"), Error);
+  CHECK_THROWS_WITH_AS(dequantize_blockwise(n.codes, ns),
+                       doctest::Contains("argument 'state.absmax': expected dtype f32"), Error);
 }
 
 OCTET_CUDA_TEST("bad arguments: codes and state on different devices") {
   const Device cuda = Device::cuda(0);
   const Quantized q = quantize_blockwise(randn({300}).to(cuda), Code(), 64);
   QuantState st = q.state;
-  CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes.to(Device::cpu()), st), doctest::Contains("argument 'state.code': expected a tensor on cpu"), Error);
+  CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes.to(Device::cpu()), st),
+                       doctest::Contains("argument 'state.code': expected a tensor on cpu"), Error);
   st.code = Code().table(Device::cpu());
   st.absmax = q.state.absmax.to(Device::cpu());
-  CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes, st), doctest::Contains("argument 'state.code': expected a tensor on cuda:0"), Error);
+  CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes, st),
+                       doctest::Contains("argument 'state.code': expected a tensor on cuda:0"), Error);
   st.code = q.state.code;
-  CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes, st), doctest::Contains("argument 'state.absmax': expected a tensor on cuda:0"), Error);
+  CHECK_THROWS_WITH_AS(dequantize_blockwise(q.codes, st),
+                       doctest::Contains("argument 'state.absmax': expected a tensor on cuda:0"), Error);
   const Quantized g = quantize(randn({30}).to(cuda));
   QuantState gs = g.state;
   gs.absmax = gs.absmax.to(Device::cpu());
-  CHECK_THROWS_WITH_AS(dequantize(g.codes, gs), doctest::Contains("argument 'state.absmax': expected a tensor on cuda:0"), Error);
+  CHECK_THROWS_WITH_AS(dequantize(g.codes, gs),
+                       doctest::Contains("argument 'state.absmax': expected a tensor on cuda:0"), Error);
 }
 
 // ================================ nested, fake-quantize ================================
@@ -769,7 +804,8 @@ void nested_absmax(Device dev) {
     const auto& dyn = Code().values();
     std::vector<float> rebuilt(ac.size());
     for (size_t i = 0; i < ac.size(); ++i) rebuilt[i] = dyn[ac[i]] * am2[i / bs] + off;
-    CHECK(test::bitwise_equal(dequantize_blockwise(q.codes, q.state), dequant_reference(q.codes, rebuilt, bs, Code(), DType::f32)));
+    CHECK(test::bitwise_equal(dequantize_blockwise(q.codes, q.state),
+                              dequant_reference(q.codes, rebuilt, bs, Code(), DType::f32)));
     // Within half the widest gap of the dynamic table (0.0140625 / 2) times the inner absmax.
     int64_t far = 0;
     for (size_t i = 0; i < am.size(); ++i) far += std::fabs(rebuilt[i] - am[i]) > 0.00704 * am2[i / bs] + 1e-6 * am[i];
@@ -825,7 +861,8 @@ OCTET_CUDA_TEST("CPU and CUDA: identical codes, absmax, dequantized and fake-qua
         CHECK(test::bitwise_equal(c.codes, d.codes));
         CHECK(test::bitwise_equal(c.state.absmax, d.state.absmax));
         CHECK(test::bitwise_equal(dequantize_blockwise(c.codes, c.state), dequantize_blockwise(d.codes, d.state)));
-        CHECK(test::bitwise_equal(fake_quantize_blockwise(A, Code::fp8_e5m2(), bs), fake_quantize_blockwise(Ad, Code::fp8_e5m2(), bs)));
+        CHECK(test::bitwise_equal(fake_quantize_blockwise(A, Code::fp8_e5m2(), bs),
+                                  fake_quantize_blockwise(Ad, Code::fp8_e5m2(), bs)));
         const Quantized cn = quantize_blockwise(A, Code(), bs, true), dn = quantize_blockwise(Ad, Code(), bs, true);
         CHECK(test::bitwise_equal(cn.state.offset, dn.state.offset));
         CHECK(test::bitwise_equal(cn.state.absmax, dn.state.absmax));
@@ -854,12 +891,14 @@ OCTET_CUDA_TEST("kernels write every output element (poisoned buffers) and handl
         CAPTURE(bs);
         const Tensor A = randn({n}).to(t), Ad = A.to(cuda);
         const int64_t nb = (n + bs - 1) / bs;
-        Tensor codes = test::poisoned({n}, DType::u8, Device::cpu()), am = test::poisoned({nb}, DType::f32, Device::cpu());
+        Tensor codes = test::poisoned({n}, DType::u8, Device::cpu()),
+               am = test::poisoned({nb}, DType::f32, Device::cpu());
         Tensor fake = test::poisoned({n}, t, Device::cpu()), y = test::poisoned({n}, t, Device::cpu());
         Tensor codes_d = test::poisoned({n}, DType::u8, cuda), am_d = test::poisoned({nb}, DType::f32, cuda);
         Tensor fake_d = test::poisoned({n}, t, cuda), y_d = test::poisoned({n}, t, cuda);
         cpu::quantize_blockwise(t, A.data(), n, tab, bs, am.data_ptr<float>(), codes.data_ptr<uint8_t>(), fake.data());
-        kernels::quantize_blockwise(t, Ad.data(), n, qd, bs, am_d.data_ptr<float>(), codes_d.data_ptr<uint8_t>(), fake_d.data(), s);
+        kernels::quantize_blockwise(t, Ad.data(), n, qd, bs, am_d.data_ptr<float>(), codes_d.data_ptr<uint8_t>(),
+                                    fake_d.data(), s);
         CHECK(test::bitwise_equal(codes, codes_d));
         CHECK(test::bitwise_equal(am, am_d));
         CHECK(test::bitwise_equal(fake, fake_d));
@@ -867,7 +906,8 @@ OCTET_CUDA_TEST("kernels write every output element (poisoned buffers) and handl
         while ((int64_t{1} << log2b) < bs) ++log2b;
         const float* code_d = Code().table(cuda).data_ptr<float>();
         cpu::dequantize(codes.data_ptr<uint8_t>(), n, tab.code, am.data_ptr<float>(), log2b, nullptr, t, y.data());
-        kernels::dequantize(codes_d.data_ptr<uint8_t>(), n, code_d, am_d.data_ptr<float>(), log2b, nullptr, t, y_d.data(), s);
+        kernels::dequantize(codes_d.data_ptr<uint8_t>(), n, code_d, am_d.data_ptr<float>(), log2b, nullptr, t,
+                            y_d.data(), s);
         CHECK(test::bitwise_equal(y, y_d));
         CHECK(test::bitwise_equal(y, fake));
         // Global quantize into poisoned buffers; absmax stays on the device.
