@@ -3,7 +3,8 @@
 // - An operand is "fake-quantized" (quantize + dequantize, fused in one pass by the quant family)
 //   on a detached tensor; the product is one row-major GEMM over all rows of A (3-D A flattened),
 //   so grad_B of a 3-D A is summed over the batch by the GEMM itself.
-// - No transposed copies: Bq^T, A^T and (for a Linear) W^T are transpose flags of the GEMM.
+// - No transposed copies: Bq^T, A^T and (for a Linear) W^T are transpose flags of the GEMM
+//   (detail::gemm_into, src/gemm.hpp).
 // - Global variant: fake_quantize(A^T) == fake_quantize(A)^T (one absmax, elementwise), so the
 //   backward reuses the forward's Aq instead of re-quantizing A^T.
 // - Empty A or B skips quantization: the result is empty, or zeros when K = 0; gradients are
@@ -14,10 +15,8 @@
 
 #include "octet/autograd.hpp"
 #include "src/check.hpp"
-#include "src/cpu/fp8.hpp"
-#include "src/cuda_check.hpp"
 #include "src/fp8_internal.hpp"
-#include "src/runtime_internal.hpp"
+#include "src/gemm.hpp"
 
 namespace octet {
 namespace detail {
@@ -28,15 +27,6 @@ void check_block_size(std::string_view op, std::string_view arg, int64_t v) {
   fail_arg(op, arg, "-1 (pick from the shapes) or a power of two in [32, 4096]", cat(v));
 }
 
-cudaDataType_t cuda_type(DType t) {
-  switch (t) {
-    case DType::f32: return CUDA_R_32F;
-    case DType::f64: return CUDA_R_64F;
-    case DType::f16: return CUDA_R_16F;
-    default: return CUDA_R_16BF;
-  }
-}
-
 }  // namespace
 
 int64_t fp8_pick_block_size(int64_t f) {
@@ -44,35 +34,6 @@ int64_t fp8_pick_block_size(int64_t f) {
   int64_t s = 4096;
   while (s > 64 && s / 2 >= f) s /= 2;
   return s;
-}
-
-void gemm_t(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& out, int64_t m, int64_t n,
-            int64_t k) {
-  if (m == 0 || n == 0) return;
-  if (k == 0) {
-    out.fill_(0.0);
-    return;
-  }
-  if (a.device().is_cpu()) {
-    cpu::gemm_t(a.dtype(), a.data(), trans_a, b.data(), trans_b, out.data(), m, n, k);
-    return;
-  }
-  OCTET_CHECK(m <= INT32_MAX && k <= INT32_MAX && n <= INT32_MAX, "gemm",
-              "each of M, K, N must be below 2^31 for cuBLAS, got ", m, ", ", k, ", ", n);
-  DeviceGuard g(a.device());
-  const cudaDataType_t t = cuda_type(a.dtype());
-  const bool f64 = a.dtype() == DType::f64;
-  const float one_f = 1.0f, zero_f = 0.0f;
-  const double one_d = 1.0, zero_d = 0.0;
-  // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T; a row-major (r, c) buffer
-  // is a column-major (c, r) matrix with leading dimension c.
-  const int lda = static_cast<int>(trans_a ? m : k), ldb = static_cast<int>(trans_b ? k : n);
-  OCTET_CUBLAS_CHECK(cublasGemmEx(cublas_handle(a.device()), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                  trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
-                                  static_cast<int>(k), f64 ? static_cast<const void*>(&one_d) : &one_f, b.data(), t,
-                                  ldb, a.data(), t, lda, f64 ? static_cast<const void*>(&zero_d) : &zero_f,
-                                  out.data(), t, static_cast<int>(n), f64 ? CUBLAS_COMPUTE_64F : CUBLAS_COMPUTE_32F,
-                                  CUBLAS_GEMM_DEFAULT));
 }
 
 Tensor fp8_matmul(const Fp8Args& p, const Tensor& A, const Tensor& B, const Code& fw_code, const Code& bw_code) {
@@ -106,7 +67,7 @@ Tensor fp8_matmul(const Fp8Args& p, const Tensor& A, const Tensor& B, const Code
     Aq = mixed ? fake_quantize_blockwise(A.detach(), fw_code, bsz) : fake_quantize(A.detach(), fw_code);
     Bq = fake_quantize(B.detach(), fw_code);
     out = Tensor::empty(out_shape, A.dtype(), A.device());
-    gemm_t(Aq, false, Bq, p.b_transposed, out, rows, n, k);
+    gemm_into(Aq, Bq, out, rows, k, n, false, p.b_transposed);
   }
   if (!autograd::needs_grad({A, B})) return out;
 
@@ -128,14 +89,14 @@ Tensor fp8_matmul(const Fp8Args& p, const Tensor& A, const Tensor& B, const Code
     const Tensor gq = mixed ? fake_quantize_blockwise(g, bw_code, bsz2) : fake_quantize(g, bw_code);
     if (need_a) {  // (rows, N) x Bq^T
       ga = Tensor::empty(a_shape, dtype, device);
-      gemm_t(gq, false, saved_bq.get(), !bt, ga, rows, k, n);
+      gemm_into(gq, saved_bq.get(), ga, rows, n, k, false, !bt);
     }
     if (need_b) {
       const Tensor& x = saved_a.get();
       const Tensor& h = mixed ? g : gq;
       gb = Tensor::empty(b_shape, dtype, device);
-      if (bt) gemm_t(h, true, x, false, gb, n, k, rows);  // (N, K) = H^T X
-      else gemm_t(x, true, h, false, gb, k, n, rows);     // (K, N) = X^T H
+      if (bt) gemm_into(h, x, gb, n, rows, k, true, false);  // (N, K) = H^T X
+      else gemm_into(x, h, gb, k, rows, n, true, false);     // (K, N) = X^T H
     }
     return std::vector<Tensor>{ga, gb};
   });

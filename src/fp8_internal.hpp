@@ -1,6 +1,6 @@
 // Internal entry points of the fp8 family, shared by src/fp8.cpp, src/nn_fp8.cpp and the
 // benchmark: the FP8 matmul core with B optionally held transposed (a Linear's weight, so no
-// transposed copy is made), and the row-major GEMM with transpose flags it runs on.
+// transposed copy is made). Its GEMMs are detail::gemm_into (src/gemm.hpp).
 #pragma once
 #include <string_view>
 
@@ -12,12 +12,6 @@ enum class Fp8Variant { mixed, global };
 
 // bitsandbytes' pick(f) of get_block_sizes; f <= 0 gives 64 (upstream raises IndexError).
 int64_t fp8_pick_block_size(int64_t f);
-
-// out(M,N) = op(a) op(b) on a's device, no autograd: op(a) is (M,K) held as a (M,K) or, with
-// trans_a, as (K,M); op(b) is (K,N) held as b (K,N) or, with trans_b, as (N,K). a, b, out are
-// contiguous of one dtype (f32, f16, bf16, f64); cuBLAS with f32 accumulation on CUDA (TF32 off).
-void gemm_t(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& out, int64_t m, int64_t n,
-            int64_t k);
 
 struct Fp8Args {
   std::string_view op, a_name = "A", b_name = "B";

@@ -9,6 +9,7 @@
 #include "src/check.hpp"
 #include "src/cpu/ops.hpp"
 #include "src/cuda_check.hpp"
+#include "src/gemm.hpp"
 #include "src/runtime_internal.hpp"
 
 namespace octet {
@@ -148,13 +149,10 @@ Tensor max_abs(const Tensor& x) {
   return reduce_op(Reduce::max_abs, x);
 }
 
-namespace {
+namespace detail {
 
-// out(M,N) = op(a) op(b) on the tensors' device, a and b contiguous of one dtype. op(a) is a
-// stored (M,K), or with ta a^T of a stored (K,M); op(b) is b stored (K,N), or with tb b^T of a
-// stored (N,K). The CPU materializes the transposes; cuBLAS takes them as op flags.
-void gemm_into(const Tensor& a, const Tensor& b, Tensor& out, int64_t m, int64_t k, int64_t n, bool ta = false,
-               bool tb = false) {
+// (src/gemm.hpp) The CPU materializes the transposes; cuBLAS takes them as op flags.
+void gemm_into(const Tensor& a, const Tensor& b, Tensor& out, int64_t m, int64_t k, int64_t n, bool ta, bool tb) {
   if (m == 0 || n == 0) return;
   if (k == 0) {
     out.fill_(0.0);
@@ -189,7 +187,9 @@ void gemm_into(const Tensor& a, const Tensor& b, Tensor& out, int64_t m, int64_t
                                   beta, out.data(), t, static_cast<int>(n), compute, CUBLAS_GEMM_DEFAULT));
 }
 
-}  // namespace
+}  // namespace detail
+
+using detail::gemm_into;
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
   check::dtype_in("matmul", "a", a, kFloat);

@@ -6,7 +6,7 @@
 //   against octet::matmul through autograd;
 // - the LinearFP8Mixed training step of test_fp8linear's model (1024 -> 2048 -> gelu -> 1024,
 //   mean, backward, SGD) against the same model with nn::Linear, at the test's batch 10 and at 4096.
-#include "src/fp8_internal.hpp"
+#include "src/gemm.hpp"
 #include "tools/bench.hpp"
 
 namespace octet::bench {
@@ -55,9 +55,9 @@ void forward_backward(Context& ctx, int64_t n) {
   };
   double gmin = 0, mmin = 0, fmin = 0;
   const double gemms = ctx.time_ms([&](int) {
-    detail::gemm_t(Ad, false, Bd, false, out, n, n, n);
-    detail::gemm_t(G, false, Bd, true, ga, n, n, n);
-    detail::gemm_t(Ad, true, G, false, gb, n, n, n);
+    detail::gemm_into(Ad, Bd, out, n, n, n);
+    detail::gemm_into(G, Bd, ga, n, n, n, false, true);
+    detail::gemm_into(Ad, G, gb, n, n, n, true, false);
   }, &gmin);
   const double plain = ctx.time_ms(through_autograd([](const Tensor& a, const Tensor& b) { return matmul(a, b); }), &mmin);
   const double fp8 = ctx.time_ms(through_autograd([&](const Tensor& a, const Tensor& b) {
