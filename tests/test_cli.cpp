@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -302,3 +303,52 @@ TEST_CASE("octet rejects bad files with exit 1 and a message naming file and ten
   CHECK(!fs::exists(out));
   for (const auto& p : {in, q, out}) fs::remove(p);
 }
+
+namespace {
+
+// The eval-loss column of `octet demo` for the row starting with `label` (NaN when absent).
+double demo_eval_loss(const std::string& out, const std::string& label) {
+  const size_t at = out.find("\n" + label);
+  if (at == std::string::npos) return NAN;
+  const std::string line = out.substr(at + 1 + label.size(), out.find('\n', at + 1) - at - 1 - label.size());
+  double a = NAN, b = NAN;
+  const int n = std::sscanf(line.c_str(), "%lf %lf", &a, &b);
+  return n == 2 ? b : n == 1 ? a : NAN;
+}
+
+void check_demo(const std::string& device_flag) {
+  const Run r = octet_run("demo --steps 40 --seed 3 " + device_flag);
+  REQUIRE_MESSAGE(r.code == 0, r.out);
+  const double start = demo_eval_loss(r.out, "(initial weights)");
+  CHECK(std::isfinite(start));
+  for (const char* row : {"nn::Linear (f32)", "nn::LinearFP8Mixed", "nn::LinearFP8Global", "nn::LinearFP8 (FP8 GEMMs)"}) {
+    CAPTURE(row);
+    const double loss = demo_eval_loss(r.out, row);
+    CHECK(std::isfinite(loss));
+    CHECK(loss < start);  // every kind of layer learns
+  }
+}
+
+}  // namespace
+
+TEST_CASE("octet demo trains every kind of layer [cpu]") {
+  const Run r = octet_run("demo --steps 5 --device cpu");
+  REQUIRE_MESSAGE(r.code == 0, r.out);
+  CHECK(r.out.find("5 steps") != std::string::npos);
+  CHECK(r.out.find("gap to f32") != std::string::npos);
+  check_demo("--device cpu");
+  for (const auto& [args, message] : std::vector<std::pair<std::string, std::string>>{
+           {"demo --steps 0", "--steps expects an integer in [1, "},
+           {"demo --lr -1", "--lr expects a finite number >= 0"},
+           {"demo --lr nan", "--lr expects a finite number >= 0"},
+           {"demo --seed x", "--seed expects an integer"},
+           {"demo extra", "unexpected argument 'extra'"}}) {
+    CAPTURE(args);
+    const Run bad = octet_run(args);
+    CHECK(bad.code == 2);
+    CHECK_MESSAGE(bad.out.find(message) != std::string::npos, bad.out);
+    CHECK(bad.out.find("usage: octet demo") != std::string::npos);
+  }
+}
+
+OCTET_CUDA_TEST("octet demo trains every kind of layer on the GPU") { check_demo("--device cuda"); }
