@@ -212,6 +212,8 @@ TEST_CASE("octet command line errors exit with 2 and the usage") {
       {"dequantize " + in + " " + q + " --blocksize 64", "unknown option '--blocksize'"},
       {"info", "expects one FILE"},
       {"info " + in + " --check", "--check needs a value"},
+      {"bench --runs 0", "--runs expects an integer in [1, 100000], got '0'"},
+      {"bench no-such-family", "no benchmark family 'no-such-family'"},
   };
   for (const auto& [args, message] : cases) {
     CAPTURE(args);

@@ -5,11 +5,13 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "tools/args.hpp"
 #include "tools/commands.hpp"
 
 namespace octet::bench {
@@ -71,6 +73,12 @@ double Context::time_ms(const std::function<void(int)>& fn, double* min_ms) {
   return times[times.size() / 2];
 }
 
+int Context::rotation(double bytes) const {
+  if (bytes <= 0) return 1;
+  const double n = std::ceil(2.0 * static_cast<double>(l2_bytes) / bytes);
+  return static_cast<int>(std::clamp(n, 1.0, 1024.0));
+}
+
 Record& Context::add_bandwidth(std::string family, std::string name, std::string params, double bytes, double median_ms,
                                double min_ms, std::string target, std::string note) {
   Record r{std::move(family), std::move(name), std::move(params), median_ms, min_ms,
@@ -99,19 +107,29 @@ Record& Context::add_value(std::string family, std::string name, std::string par
 
 namespace octet::cli {
 
-int bench(const Args& args) {
-  std::string json_path;
-  std::vector<std::string> families;
+namespace {
+const char* kBenchUsage =
+    "usage: octet bench [FAMILY ...] [--json FILE] [--runs N]\n"
+    "  Times the registered kernel families (all, or those named) against the ceilings measured in\n"
+    "  the same run; median of N runs (default 30) after 5 warm-up runs.\n";
+}  // namespace
+
+int run_bench(const Args& args) {
+  const ArgParser parser(args, {}, {"--json", "--runs"});
+  const std::string json_path = parser.get("--json");
+  const std::vector<std::string>& families = parser.positional();
   bench::Context ctx;
-  for (size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == "--json" && i + 1 < args.size()) json_path = args[++i];
-    else if (args[i] == "--runs" && i + 1 < args.size()) ctx.runs = std::max(1, std::stoi(args[++i]));
-    else if (args[i].rfind("--", 0) == 0) throw Error(cat("bench: unknown option ", args[i]));
-    else families.push_back(args[i]);
-  }
+  ctx.runs = static_cast<int>(parser.integer("--runs", ctx.runs, 1, 100000));
+  for (const auto& f : families)
+    if (std::none_of(bench::registry().begin(), bench::registry().end(), [&](const auto& r) { return r.first == f; }))
+      throw UsageError(cat("no benchmark family '", f, "'"));
   if (!cuda_available()) {
     std::printf("octet bench: no CUDA device; the benchmarks measure GPU kernels\n");
     return 0;
+  }
+  {
+    cudaDeviceProp prop{};
+    if (cudaGetDeviceProperties(&prop, ctx.device.index) == cudaSuccess) ctx.l2_bytes = static_cast<size_t>(prop.l2CacheSize);
   }
   bench::measure_ceilings(ctx);
   for (auto& [family, fn] : bench::registry()) {
@@ -132,6 +150,7 @@ int bench(const Args& args) {
     j["ceilings"] = {{"copy_gbps", ctx.ceilings.copy_gbps}, {"gemm_f32_tflops", ctx.ceilings.gemm_f32_tflops},
                      {"gemm_f16_tflops", ctx.ceilings.gemm_f16_tflops}, {"gemm_bf16_tflops", ctx.ceilings.gemm_bf16_tflops}};
     j["runs"] = ctx.runs;
+    j["l2_bytes"] = ctx.l2_bytes;
     for (const auto& r : ctx.records)
       j["records"].push_back({{"family", r.family}, {"name", r.name}, {"params", r.params}, {"median_ms", r.median_ms},
                               {"min_ms", r.min_ms}, {"value", r.value}, {"unit", r.unit}, {"ceiling", r.ceiling},
@@ -141,5 +160,7 @@ int bench(const Args& args) {
   }
   return 0;
 }
+
+int bench(const Args& args) { return with_usage("bench", kBenchUsage, [&] { return run_bench(args); }); }
 
 }  // namespace octet::cli

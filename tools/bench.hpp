@@ -37,7 +37,13 @@ class Context {
   Ceilings ceilings;
   int warmup = 5;
   int runs = 30;
+  size_t l2_bytes = 0;  // the device's L2 size (set before the families run)
   std::vector<Record> records;
+
+  // How many independent copies of a working set of `bytes` a benchmark should cycle through
+  // (fn(i) uses copy i % n) so that consecutive runs together touch more than twice the L2 and
+  // no run finds its inputs left in the cache by the previous one: ceil(2 * L2 / bytes), >= 1.
+  int rotation(double bytes) const;
 
   // Runs fn(i) warmup times, then `runs` times each between two CUDA events on the current
   // stream; returns the median milliseconds (and the minimum through min_ms).
