@@ -1,7 +1,10 @@
 // CUDA kernels of the fp8_gemm family: scaled casts to FP8 with a fused amax (and a fused
-// transposed copy through a shared-memory tile), dequantization, the one-block scale updates of
-// the scaling recipes, and a pad/crop copy for shapes cuBLASLt cannot take.
+// transposed copy and column sums through a shared-memory tile), the amax-only pass of current
+// scaling, dequantization, the one-block scale updates of the scaling recipes, and a pad/crop
+// copy for shapes cuBLASLt cannot take.
 // amax is an order-free max over ordered bits (amax_bits), so it is the same on every run.
+// Column sums are f32 partials per 64-row tile, then summed over the tiles in a fixed order.
+#include <atomic>
 #include <type_traits>
 
 #include "kernels/common.cuh"
@@ -40,11 +43,10 @@ __device__ void block_amax(uint32_t v, uint32_t* amax) {
 }
 
 // Elementwise cast, V elements (16 bytes of input) per step; the tail goes one by one.
-// Without q (kStore false) only the amax is computed.
-template <class In, __nv_fp8_interpretation_t F, int V, bool kStore>
+template <class In, __nv_fp8_interpretation_t F, int V>
 __global__ void cast_kernel(const In* __restrict__ x, const float* __restrict__ scale, uint8_t* __restrict__ q,
                             int64_t n, uint32_t* amax) {
-  const float s = kStore ? *scale : 1.0f;
+  const float s = *scale;
   uint32_t m = 0;
   const int64_t tid = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -56,33 +58,63 @@ __global__ void cast_kernel(const In* __restrict__ x, const float* __restrict__ 
     for (int j = 0; j < V; ++j) {
       const float f = load_f32(in.v[j]);
       m = max(m, amax_bits(__float_as_uint(f)));
-      if constexpr (kStore) out.v[j] = to_fp8<F>(f * s);
+      out.v[j] = to_fp8<F>(f * s);
     }
-    if constexpr (kStore) reinterpret_cast<Vec<uint8_t, V>*>(q)[i] = out;
+    reinterpret_cast<Vec<uint8_t, V>*>(q)[i] = out;
   }
   for (int64_t i = nv * V + tid; i < n; i += stride) {
     const float f = load_f32(x[i]);
     m = max(m, amax_bits(__float_as_uint(f)));
-    if constexpr (kStore) q[i] = to_fp8<F>(f * s);
+    q[i] = to_fp8<F>(f * s);
   }
   block_amax(m, amax);
 }
 
-// Cast of x (rows, cols) writing q (rows, cols) and q_t (cols, rows) through a 64x64 shared
-// tile, 256 threads: each thread moves 8 consecutive elements per pass (16-byte loads of bf16,
-// 8-byte FP8 stores) when `vec` (all pointers and both dims allow it), element by element
+// amax alone (current scaling's pass before the cast), U independent 16-byte loads in flight per
+// thread. It walks x from the end: the cast that follows starts at the front and finds that part
+// still in L2.
+template <class In, int V>
+__global__ void amax_kernel(const In* __restrict__ x, int64_t n, uint32_t* amax) {
+  constexpr int U = 4;
+  uint32_t m = 0;
+  const int64_t tid = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t nv = n / V;
+  const auto* xv = reinterpret_cast<const Vec<In, V>*>(x);
+  for (int64_t base = tid; base < nv; base += U * stride) {
+    Vec<In, V> in[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+      if (base + u * stride < nv) in[u] = xv[nv - 1 - (base + u * stride)];
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+      if (base + u * stride < nv)
+#pragma unroll
+        for (int j = 0; j < V; ++j) m = max(m, amax_bits(__float_as_uint(load_f32(in[u].v[j]))));
+  }
+  for (int64_t i = nv * V + tid; i < n; i += stride) m = max(m, amax_bits(__float_as_uint(load_f32(x[i]))));
+  block_amax(m, amax);
+}
+
+// Cast of x (rows, cols) writing q (rows, cols) and, when not null, q_t (cols, rows) through a
+// 64x64 shared tile, 256 threads: each thread moves 8 consecutive elements per pass (16-byte loads
+// of bf16, 8-byte FP8 stores) when `vec` (all pointers and both dims allow it), element by element
 // otherwise and on partial tiles. The tile pitch of 65 bytes keeps the column reads conflict-free.
+// With colsum (f32, (row tiles, cols)) the tile's f32 column sums of x go to its row.
 template <class In, __nv_fp8_interpretation_t F>
 __global__ void __launch_bounds__(256) cast_transpose_kernel(const In* __restrict__ x, const float* __restrict__ scale,
                                                              uint8_t* __restrict__ q, uint8_t* __restrict__ q_t,
-                                                             int64_t rows, int64_t cols, bool vec, uint32_t* amax) {
+                                                             int64_t rows, int64_t cols, bool vec, uint32_t* amax,
+                                                             float* __restrict__ colsum) {
   __shared__ uint8_t tile[64][65];
+  __shared__ float csum[32][65];
   const float s = *scale;
   uint32_t m = 0;
   const int64_t tiles_c = (cols + 63) / 64, tiles = tiles_c * ((rows + 63) / 64);
   const int lane8 = threadIdx.x % 8, row8 = threadIdx.x / 8;  // 8 threads per 64-element line
   for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
     const int64_t r0 = (t / tiles_c) * 64, c0 = (t % tiles_c) * 64;
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     for (int pass = 0; pass < 2; ++pass) {
       const int lr = pass * 32 + row8, lc = lane8 * 8;
       const int64_t r = r0 + lr, c = c0 + lc;
@@ -94,6 +126,7 @@ __global__ void __launch_bounds__(256) cast_transpose_kernel(const In* __restric
         for (int j = 0; j < 8; ++j) {
           const float f = load_f32(in.v[j]);
           m = max(m, amax_bits(__float_as_uint(f)));
+          acc[j] += f;
           out.v[j] = to_fp8<F>(f * s);
           tile[lr][lc + j] = out.v[j];
         }
@@ -102,14 +135,23 @@ __global__ void __launch_bounds__(256) cast_transpose_kernel(const In* __restric
         for (int j = 0; j < 8 && c + j < cols; ++j) {
           const float f = load_f32(x[r * cols + c + j]);
           m = max(m, amax_bits(__float_as_uint(f)));
+          acc[j] += f;
           const uint8_t b = to_fp8<F>(f * s);
           q[r * cols + c + j] = b;
           tile[lr][lc + j] = b;
         }
       }
     }
+    if (colsum)
+#pragma unroll
+      for (int j = 0; j < 8; ++j) csum[row8][lane8 * 8 + j] = acc[j];
     __syncthreads();
-    for (int pass = 0; pass < 2; ++pass) {
+    if (colsum && threadIdx.x < 64 && c0 + threadIdx.x < cols) {
+      float total = 0.0f;
+      for (int i = 0; i < 32; ++i) total += csum[i][threadIdx.x];
+      colsum[(r0 / 64) * cols + c0 + threadIdx.x] = total;
+    }
+    for (int pass = 0; q_t && pass < 2; ++pass) {
       const int lc = pass * 32 + row8, lr = lane8 * 8;  // q_t row c0 + lc, elements r0 + lr ..
       const int64_t c = c0 + lc, r = r0 + lr;
       if (c >= cols) continue;
@@ -125,6 +167,24 @@ __global__ void __launch_bounds__(256) cast_transpose_kernel(const In* __restric
     __syncthreads();
   }
   block_amax(m, amax);
+}
+
+// out[c] = sum over the tile rows of partial (tiles, cols), a block per 32 columns, 8 thread rows
+// combined in a fixed order; rounded once to Out.
+template <class Out>
+__global__ void colsum_reduce_kernel(const float* __restrict__ partial, int64_t tiles, int64_t cols,
+                                     Out* __restrict__ out) {
+  __shared__ float part[8][33];
+  const int64_t c = blockIdx.x * 32 + static_cast<int64_t>(threadIdx.x);
+  float acc = 0.0f;
+  if (c < cols)
+    for (int64_t r = threadIdx.y; r < tiles; r += 8) acc += partial[r * cols + c];
+  part[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y != 0 || c >= cols) return;
+  float total = 0.0f;
+  for (int i = 0; i < 8; ++i) total += part[i][threadIdx.x];
+  out[c] = store_f32<Out>(total);
 }
 
 template <class Q, class Out>
@@ -193,9 +253,12 @@ void with_format(DType fp8, F&& f) {
 
 }  // namespace
 
+int64_t fp8_colsum_tiles(int64_t rows) { return (rows + 63) / 64; }
+
 void fp8_cast(DType in_t, const void* x, DType fp8, const float* scale, void* q, void* q_t, int64_t rows,
-              int64_t cols, float* amax, cudaStream_t s) {
+              int64_t cols, float* amax, float* colsum_partial, void* colsum, cudaStream_t s) {
   if (amax) OCTET_CUDA_CHECK(cudaMemsetAsync(amax, 0, sizeof(float), s));
+  if (colsum && rows == 0 && cols > 0) OCTET_CUDA_CHECK(cudaMemsetAsync(colsum, 0, cols * dtype_size(in_t), s));
   const int64_t n = rows * cols;
   if (n == 0) return;
   auto* amax_u = reinterpret_cast<uint32_t*>(amax);
@@ -203,25 +266,45 @@ void fp8_cast(DType in_t, const void* x, DType fp8, const float* scale, void* q,
   visit_float(in_t, "cast_to_fp8", [&](auto tag) {
     using In = typename decltype(tag)::type;
     const In* in = static_cast<const In*>(x);
+    constexpr int V = 16 / sizeof(In);
+    if (q == nullptr) {  // amax only: a grid that stays resident, so that the walk goes end to front
+      static std::atomic<int> sms[64];
+      int dev = 0, count = 0;
+      OCTET_CUDA_CHECK(cudaGetDevice(&dev));
+      if (dev < 64) count = sms[dev].load();
+      if (count == 0) {
+        OCTET_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, dev));
+        if (dev < 64) sms[dev].store(count);
+      }
+      const int64_t resident = int64_t{count} * 8;
+      if (reinterpret_cast<uintptr_t>(x) % 16 == 0)
+        amax_kernel<In, V><<<grid_for(n / V, 256, resident), 256, 0, s>>>(in, n, amax_u);
+      else
+        amax_kernel<In, 1><<<grid_for(n, 256, resident), 256, 0, s>>>(in, n, amax_u);
+      OCTET_LAUNCH_CHECK("amax_kernel");
+      return;
+    }
     with_format(fp8, [&](auto format) {
       constexpr __nv_fp8_interpretation_t F = decltype(format)::value;
-      if (q_t) {
-        const int64_t tiles = ((rows + 63) / 64) * ((cols + 63) / 64);
+      if (q_t || colsum) {
+        const int64_t tiles = fp8_colsum_tiles(rows) * ((cols + 63) / 64);
         const unsigned grid = static_cast<unsigned>(tiles < 65535 ? tiles : 65535);
         const bool vec = cols % 8 == 0 && rows % 8 == 0 && reinterpret_cast<uintptr_t>(x) % (8 * sizeof(In)) == 0 &&
                          reinterpret_cast<uintptr_t>(q) % 8 == 0 && reinterpret_cast<uintptr_t>(q_t) % 8 == 0;
         cast_transpose_kernel<In, F><<<grid, 256, 0, s>>>(in, scale, q8, static_cast<uint8_t*>(q_t), rows, cols, vec,
-                                                          amax_u);
+                                                          amax_u, colsum ? colsum_partial : nullptr);
         OCTET_LAUNCH_CHECK("cast_transpose_kernel");
+        if (colsum) {
+          colsum_reduce_kernel<<<static_cast<unsigned>((cols + 31) / 32), dim3(32, 8), 0, s>>>(
+              colsum_partial, fp8_colsum_tiles(rows), cols, static_cast<In*>(colsum));
+          OCTET_LAUNCH_CHECK("colsum_reduce_kernel");
+        }
         return;
       }
-      constexpr int V = 16 / sizeof(In);
       const bool vec = reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(q) % V == 0;
       const unsigned grid = grid_for(vec ? n / V : n, 256);
-      if (q == nullptr && vec) cast_kernel<In, F, V, false><<<grid, 256, 0, s>>>(in, scale, q8, n, amax_u);
-      else if (q == nullptr) cast_kernel<In, F, 1, false><<<grid, 256, 0, s>>>(in, scale, q8, n, amax_u);
-      else if (vec) cast_kernel<In, F, V, true><<<grid, 256, 0, s>>>(in, scale, q8, n, amax_u);
-      else cast_kernel<In, F, 1, true><<<grid, 256, 0, s>>>(in, scale, q8, n, amax_u);
+      if (vec) cast_kernel<In, F, V><<<grid, 256, 0, s>>>(in, scale, q8, n, amax_u);
+      else cast_kernel<In, F, 1><<<grid, 256, 0, s>>>(in, scale, q8, n, amax_u);
       OCTET_LAUNCH_CHECK("cast_kernel");
     });
   });

@@ -13,8 +13,11 @@ namespace octet::kernels {
 
 // q = sat_rne(x * scale[0]) for x (rows, cols); q_t (cols, rows) when not null; amax (when not
 // null) is overwritten with max |x| (zeroed first, then an order-free bit max). q null: amax only.
+// colsum (when not null; x's dtype, (cols)) = column sums of x in f32, rounded once, through
+// colsum_partial: f32 scratch of (fp8_colsum_tiles(rows), cols).
 void fp8_cast(DType in_t, const void* x, DType fp8, const float* scale, void* q, void* q_t, int64_t rows,
-              int64_t cols, float* amax, cudaStream_t s);
+              int64_t cols, float* amax, float* colsum_partial, void* colsum, cudaStream_t s);
+int64_t fp8_colsum_tiles(int64_t rows);
 void fp8_dequantize(DType fp8, const void* q, const float* scale_inv, DType out_t, void* out, int64_t n,
                     cudaStream_t s);
 void fp8_current_scale(const float* amax, float fp8_max, int margin, float* scale, float* scale_inv, cudaStream_t s);

@@ -7,12 +7,19 @@
 // f16/bf16 D (f32 D wants a bf16 bias), so f32 outputs get their bias from add_bias afterwards.
 // Plans (descriptors, layouts, heuristic choice) are cached per (device, shape, dtypes, options,
 // alignment) under a mutex; a plan's own mutex covers setting its pointers and the enqueue.
+// Autotune (large problems, when switched on): the first call also runs each of the heuristic's
+// candidates four times (a warm pass, then three timed rounds between CUDA events) before its own
+// GEMM; a later call whose events have completed (cudaEventQuery, no host wait) keeps the fastest
+// candidate for good (if it beats the heuristic's first choice by 3%).
 #include "octet/fp8_gemm.hpp"
 
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 #include "kernels/fp8_gemm.cuh"
 #include "octet/autograd.hpp"
@@ -77,10 +84,14 @@ struct PlanKey {
   int device;
   int64_t m, n, k;
   DType a, b, out;
-  bool bias, fast;
+  bool bias, fast, tune;
   uint32_t align_a, align_b;
   auto operator<=>(const PlanKey&) const = default;
 };
+
+constexpr int kTuneCandidates = 8;
+constexpr int64_t kTuneMinMacs = int64_t{1} << 30;
+std::atomic<bool> g_autotune{false};
 
 struct Plan {
   std::mutex mu;
@@ -88,6 +99,10 @@ struct Plan {
   cublasLtMatrixLayout_t la = nullptr, lb = nullptr, ld = nullptr;
   cublasLtMatmulAlgo_t algo{};
   bool ok = false;
+  enum class Tune { off, pending, timing, done } tune = Tune::off;
+  std::vector<cublasLtMatmulAlgo_t> candidates;  // the heuristic's answers, best first
+  std::vector<bool> runs;                        // candidate i ran without error
+  std::vector<cudaEvent_t> events;               // candidates.size() + 1 marks of the timed pass
 };
 
 template <class T>
@@ -123,13 +138,17 @@ std::unique_ptr<Plan> make_plan(const PlanKey& key) {
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_lt_b, sizeof(uint32_t));
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &out_align, sizeof out_align);
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &out_align, sizeof out_align);
-  cublasLtMatmulHeuristicResult_t result{};
+  cublasLtMatmulHeuristicResult_t results[kTuneCandidates] = {};
   int found = 0;
-  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(detail::cublaslt_handle(dev), p->desc, p->la, p->lb,
-                                                           p->ld, p->ld, pref, 1, &result, &found);
+  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(detail::cublaslt_handle(dev), p->desc, p->la, p->lb, p->ld,
+                                                           p->ld, pref, key.tune ? kTuneCandidates : 1, results, &found);
   cublasLtMatmulPreferenceDestroy(pref);
   p->ok = st == CUBLAS_STATUS_SUCCESS && found > 0;
-  if (p->ok) p->algo = result.algo;
+  if (!p->ok) return p;
+  p->algo = results[0].algo;
+  for (int i = 0; i < found; ++i)
+    if (results[i].state == CUBLAS_STATUS_SUCCESS) p->candidates.push_back(results[i].algo);
+  if (p->candidates.size() > 1) p->tune = Plan::Tune::pending;
   return p;
 }
 
@@ -179,7 +198,8 @@ Problem route(const Tensor& a, const Tensor& b, DType out_dtype, const Tensor& b
   const uint32_t align_a = alignment(a.data()), align_b = alignment(b.data());
   const bool direct = p.m % 16 == 0 && p.n % 16 == 0 && p.k % 16 == 0 && align_a >= 16 && align_b >= 16 &&
                       (!p.epilogue_bias || alignment(bias.data()) >= 16);
-  PlanKey key{dev.index, p.m, p.n, p.k, a.dtype(), b.dtype(), out_dtype, p.epilogue_bias, fast_accum, 256, 256};
+  const bool tune = g_autotune.load() && p.m * p.n * p.k >= kTuneMinMacs;
+  PlanKey key{dev.index, p.m, p.n, p.k, a.dtype(), b.dtype(), out_dtype, p.epilogue_bias, fast_accum, tune, 256, 256};
   if (direct) {
     key.align_a = align_a;
     key.align_b = align_b;
@@ -195,18 +215,69 @@ Problem route(const Tensor& a, const Tensor& b, DType out_dtype, const Tensor& b
   return p;
 }
 
+// Autotune bookkeeping under plan.mu: on the first call a warm pass, then kTuneRounds rounds that
+// time every candidate between events; once the last event has completed, the candidate with the
+// smallest per-candidate minimum wins if it beats the heuristic's first choice by 3% (timing noise
+// must not move the choice). Never waits on the device.
+constexpr int kTuneRounds = 3;
+
+void tune_plan(Plan& plan, const std::function<cublasStatus_t(const cublasLtMatmulAlgo_t&)>& matmul, cudaStream_t s) {
+  const size_t n = plan.candidates.size();
+  if (plan.tune == Plan::Tune::pending) {
+    plan.runs.assign(n, false);
+    for (size_t i = 0; i < n; ++i) plan.runs[i] = matmul(plan.candidates[i]) == CUBLAS_STATUS_SUCCESS;
+    plan.events.assign(kTuneRounds * n + 1, nullptr);
+    for (cudaEvent_t& e : plan.events) OCTET_CUDA_CHECK(cudaEventCreate(&e));
+    OCTET_CUDA_CHECK(cudaEventRecord(plan.events[0], s));
+    for (size_t r = 0; r < kTuneRounds; ++r) {
+      for (size_t i = 0; i < n; ++i) {
+        if (plan.runs[i]) plan.runs[i] = matmul(plan.candidates[i]) == CUBLAS_STATUS_SUCCESS;
+        OCTET_CUDA_CHECK(cudaEventRecord(plan.events[r * n + i + 1], s));
+      }
+    }
+    plan.tune = Plan::Tune::timing;
+    return;
+  }
+  if (plan.tune != Plan::Tune::timing) return;
+  const cudaError_t q = cudaEventQuery(plan.events.back());
+  if (q == cudaErrorNotReady) {
+    (void)cudaGetLastError();  // not an error: the timed rounds are still running
+    return;
+  }
+  OCTET_CUDA_CHECK(q);
+  std::vector<float> best(n, 0.0f);
+  for (size_t r = 0; r < kTuneRounds; ++r)
+    for (size_t i = 0; i < n; ++i) {
+      float ms = 0.0f;
+      OCTET_CUDA_CHECK(cudaEventElapsedTime(&ms, plan.events[r * n + i], plan.events[r * n + i + 1]));
+      if (r == 0 || ms < best[i]) best[i] = ms;
+    }
+  size_t pick = 0;
+  for (size_t i = 1; i < n; ++i)
+    if (plan.runs[i] && (!plan.runs[pick] || best[i] < best[pick])) pick = i;
+  if (plan.runs[pick] && (!plan.runs[0] || best[pick] < 0.97f * best[0])) plan.algo = plan.candidates[pick];
+  for (cudaEvent_t e : plan.events) (void)cudaEventDestroy(e);
+  plan.events.clear();
+  plan.tune = Plan::Tune::done;
+}
+
 void run_plan(Plan& plan, Device dev, const void* a, const void* b, const Tensor& scale_a, const Tensor& scale_b,
               const void* bias, void* out) {
   size_t ws_bytes = 0;
   void* ws = detail::cublaslt_workspace(dev, &ws_bytes);
   cublasLtHandle_t handle = detail::cublaslt_handle(dev);
+  cudaStream_t s = detail::stream(dev);
   const float alpha = 1.0f, beta = 0.0f;
   std::lock_guard lock(plan.mu);
   set_desc(plan.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, scale_b.data());
   set_desc(plan.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, scale_a.data());
   if (bias) set_desc(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias);
-  OCTET_CUBLAS_CHECK(cublasLtMatmul(handle, plan.desc, &alpha, b, plan.la, a, plan.lb, &beta, out, plan.ld, out,
-                                    plan.ld, &plan.algo, ws, ws_bytes, detail::stream(dev)));
+  auto matmul = [&](const cublasLtMatmulAlgo_t& algo) {
+    return cublasLtMatmul(handle, plan.desc, &alpha, b, plan.la, a, plan.lb, &beta, out, plan.ld, out, plan.ld, &algo,
+                          ws, ws_bytes, s);
+  };
+  tune_plan(plan, matmul, s);
+  OCTET_CUBLAS_CHECK(matmul(plan.algo));
 }
 
 // A copy of t (rows, cols) zero-padded to (rows_p, cols_p) (or cropped), on t's device.
@@ -231,12 +302,16 @@ float fp8_max(DType fp8) {
   return fp8 == DType::f8_e4m3 ? kE4M3Max : kE5M2Max;
 }
 
+void set_fp8_gemm_autotune(bool on) { g_autotune.store(on); }
+bool fp8_gemm_autotune() { return g_autotune.load(); }
+
 bool fp8_tensor_cores(int device_index) {
   if (device_index < 0 || device_index >= cuda_device_count()) return false;
   return compute_capability(device_index) >= 89;
 }
 
-Fp8Cast cast_to_fp8(const Tensor& x, DType fp8, const Tensor& scale, const Tensor& amax, bool transpose) {
+Fp8Cast cast_to_fp8(const Tensor& x, DType fp8, const Tensor& scale, const Tensor& amax, bool transpose,
+                    bool column_sums) {
   const char* op = "cast_to_fp8";
   check::dtype_in(op, "x", x, kHigh);
   check_fp8_dtype(op, "fp8", fp8);
@@ -246,20 +321,25 @@ Fp8Cast cast_to_fp8(const Tensor& x, DType fp8, const Tensor& scale, const Tenso
     check::device_is(op, "amax", amax, x.device());
     if (amax.numel() < 1) fail_arg(op, "amax", "an f32 tensor with at least one element", "an empty tensor");
   }
-  if (transpose) check::dim_in(op, "x", x, 1, 64);
+  if (transpose || column_sums) check::dim_in(op, "x", x, 1, 64);
   autograd::refuse(op, {x});
   const int64_t cols = x.dim() == 0 ? 1 : x.size(-1), rows = rows_of(x);
   Fp8Cast r;
   r.data = Tensor::empty(x.shape(), fp8, x.device());
   if (transpose) r.transposed = Tensor::empty({cols, rows}, fp8, x.device());
+  if (column_sums) r.column_sums = Tensor::empty({cols}, x.dtype(), x.device());
   void* qt = transpose ? r.transposed.data() : nullptr;
+  void* sums = column_sums ? r.column_sums.data() : nullptr;
   float* amax_p = amax.defined() ? static_cast<float*>(amax.data()) : nullptr;
   if (x.device().is_cpu()) {
-    cpu::fp8_cast(x.dtype(), x.data(), fp8, host_scalar(scale), r.data.data(), qt, rows, cols, amax_p);
+    cpu::fp8_cast(x.dtype(), x.data(), fp8, host_scalar(scale), r.data.data(), qt, rows, cols, amax_p, sums);
   } else {
     detail::DeviceGuard g(x.device());
+    Tensor partial = column_sums ? Tensor::empty({kernels::fp8_colsum_tiles(rows), cols}, DType::f32, x.device())
+                                 : Tensor();
     kernels::fp8_cast(x.dtype(), x.data(), fp8, static_cast<const float*>(scale.data()), r.data.data(), qt, rows,
-                      cols, amax_p, detail::stream(x.device()));
+                      cols, amax_p, column_sums ? static_cast<float*>(partial.data()) : nullptr, sums,
+                      detail::stream(x.device()));
   }
   return r;
 }
@@ -274,8 +354,8 @@ Tensor fp8_amax(const Tensor& x) {
     cpu::fp8_cast(x.dtype(), x.data(), DType::f8_e4m3, 1.0f, nullptr, nullptr, 1, x.numel(), amax_p);
   } else {
     detail::DeviceGuard g(x.device());
-    kernels::fp8_cast(x.dtype(), x.data(), DType::f8_e4m3, nullptr, nullptr, nullptr, 1, x.numel(), amax_p,
-                      detail::stream(x.device()));
+    kernels::fp8_cast(x.dtype(), x.data(), DType::f8_e4m3, nullptr, nullptr, nullptr, 1, x.numel(), amax_p, nullptr,
+                      nullptr, detail::stream(x.device()));
   }
   return amax;
 }

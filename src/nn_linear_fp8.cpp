@@ -5,7 +5,8 @@
 //   grad_x = dY W         a = dY_q (M, N)      b = W_q^T (K, N)
 //   grad_W = dY^T x2      a = dY_q^T (N, M)    b = x2_q^T (K, M)
 // so the forward casts x with its transpose (when W needs a gradient), the weight with its
-// transpose (when x does), and the backward casts dY with its transpose (when W does).
+// transpose (when x does), and the backward casts dY with its transpose (when W does) and its
+// column sums (grad_b, when the bias needs a gradient), each in one pass.
 #include <cmath>
 
 #include "octet/autograd.hpp"
@@ -31,20 +32,20 @@ namespace {
 constexpr const char* kOp = "LinearFP8";
 
 // Current scaling: the scale from x's own amax, then one cast pass.
-Fp8Cast cast_current(const Tensor& x, DType fp8, bool transpose, Fp8Scale& scale) {
+Fp8Cast cast_current(const Tensor& x, DType fp8, bool transpose, Fp8Scale& scale, bool sums = false) {
   scale = fp8_current_scale(fp8_amax(x), fp8);
-  return cast_to_fp8(x, fp8, scale.scale, {}, transpose);
+  return cast_to_fp8(x, fp8, scale.scale, {}, transpose, sums);
 }
 
 // Delayed scaling: the scale from the history, then a cast that records this amax in slot 0.
 Fp8Cast cast_delayed(const Tensor& x, DType fp8, bool transpose, Tensor& history, Fp8Scale& state,
-                     const DelayedScaling& recipe) {
+                     const DelayedScaling& recipe, bool sums = false) {
   if (!history.defined() || history.numel() != recipe.history_len || history.device() != x.device()) {
     history = Tensor::zeros({recipe.history_len}, DType::f32, x.device());
     state = fp8_unit_scale(x.device());
   }
   state = fp8_delayed_scale(history, state, fp8, recipe);
-  return cast_to_fp8(x, fp8, state.scale, history, transpose);
+  return cast_to_fp8(x, fp8, state.scale, history, transpose, sums);
 }
 
 }  // namespace
@@ -118,13 +119,13 @@ Tensor LinearFP8::forward(const Tensor& x) {
     const Tensor g2 = g.reshape({rows, n});
     Fp8Scale g_scale;
     Fp8Cast gq = rec == Fp8Recipe::current
-                     ? cast_current(g2, DType::f8_e5m2, need_gw, g_scale)
-                     : cast_delayed(g2, DType::f8_e5m2, need_gw, state->g_history, state->g_scale, del);
+                     ? cast_current(g2, DType::f8_e5m2, need_gw, g_scale, need_gb)
+                     : cast_delayed(g2, DType::f8_e5m2, need_gw, state->g_history, state->g_scale, del, need_gb);
     if (rec == Fp8Recipe::delayed) g_scale = state->g_scale;
     std::vector<Tensor> grads(has_bias ? 3 : 2);
     if (need_gx) grads[0] = matmul_fp8(gq.data, w_t, g_scale.scale_inv, w_sinv, dtype, {}, fast).reshape(x_shape);
     if (need_gw) grads[1] = matmul_fp8(gq.transposed, x_t, g_scale.scale_inv, x_sinv, dtype, {}, fast);
-    if (need_gb) grads[2] = sum_rows(g2);
+    if (need_gb) grads[2] = gq.column_sums;
     return grads;
   });
   return y;

@@ -300,6 +300,44 @@ void check_against_reference(const Tensor& out, const Tensor& a, const Tensor& b
   CHECK(bad == 0);
 }
 
+// Column sums fused into the cast (LinearFP8's bias gradient): against f64 sums of x rounded to
+// x's dtype, within the f32 accumulation error of the CUDA partials (rows * 2^-23 * sum |x|); the
+// FP8 outputs are the same bits as without the sums.
+void check_column_sums(Device d) {
+  manual_seed(84);
+  for (DType in : kHigh) {
+    for (const Shape& shape : {Shape{130, 72}, Shape{7, 1, 65}, Shape{200, 333}, Shape{1, 8}, Shape{0, 24}}) {
+      for (bool transpose : {false, true}) {
+        CAPTURE(dtype_name(in));
+        CAPTURE(shape_str(shape));
+        CAPTURE(transpose);
+        Tensor x = scale(randn(shape), 3.0).to(in).to(d);
+        Fp8Cast r = cast_to_fp8(x, DType::f8_e5m2, scalar(4.0f, d), {}, transpose, true);
+        Fp8Cast plain = cast_to_fp8(x, DType::f8_e5m2, scalar(4.0f, d), {}, transpose);
+        CHECK(test::bitwise_equal(r.data, plain.data));
+        if (transpose) CHECK(test::bitwise_equal(r.transposed, plain.transposed));
+        CHECK(r.transposed.defined() == transpose);
+        const int64_t cols = shape.back(), rows = x.numel() / cols;
+        REQUIRE(r.column_sums.shape() == Shape{cols});
+        CHECK(r.column_sums.dtype() == in);
+        const std::vector<double> xv = test::values(x), got = test::values(r.column_sums);
+        size_t bad = 0;
+        for (int64_t c = 0; c < cols; ++c) {
+          double sum = 0, abs_sum = 0;
+          for (int64_t row = 0; row < rows; ++row) {
+            sum += xv[static_cast<size_t>(row * cols + c)];
+            abs_sum += std::fabs(xv[static_cast<size_t>(row * cols + c)]);
+          }
+          const double tol = out_eps(in) * std::fabs(sum) + double(rows) * std::ldexp(1.0, -23) * abs_sum;
+          if (!(std::fabs(got[static_cast<size_t>(c)] - sum) <= tol)) ++bad;
+        }
+        CHECK(bad == 0);
+      }
+    }
+  }
+}
+OCTET_TEST_BOTH("cast_to_fp8: column sums fused into the cast", check_column_sums)
+
 struct GemmCase {
   int64_t m, k, n;
 };
@@ -649,6 +687,26 @@ OCTET_CUDA_TEST("matmul_fp8: cuBLASLt agrees with the CPU emulation; paths") {
   }
 }
 
+OCTET_CUDA_TEST("matmul_fp8: autotune picks an algorithm without changing results beyond accumulation") {
+  manual_seed(91);
+  const Device g = Device::cuda(0), c = Device::cpu();
+  const bool before = fp8_gemm_autotune();
+  Tensor a = random_fp8({1024, 1024}, DType::f8_e5m2, 100.0f, g), b = random_fp8({1024, 1024}, DType::f8_e4m3, 8.0f, g);
+  Tensor bias = randn({1024}).to(DType::bf16).to(g), sa = scalar(0.5f, g), sb = scalar(0.25f, g);
+  for (bool fast : {false, true}) {
+    set_fp8_gemm_autotune(true);
+    CHECK(fp8_gemm_autotune());
+    const double acc = fast ? (1.0 + 1024 / 32.0) * std::ldexp(1.0, -13) : std::ldexp(1.0, -11);
+    for (int call = 0; call < 3; ++call) {  // the first call times the candidates, a later one switches
+      Tensor y = matmul_fp8(a, b, sa, sb, DType::bf16, bias, fast);
+      check_against_reference(y, a.to(c), b.to(c), sa.to(c), sb.to(c), bias.to(c), acc);
+    }
+    set_fp8_gemm_autotune(false);
+    CHECK(!fp8_gemm_autotune());
+  }
+  set_fp8_gemm_autotune(before);
+}
+
 OCTET_CUDA_TEST("LinearFP8: CUDA agrees with the CPU emulation; crossover") {
   const Device g = Device::cuda(0), c = Device::cpu();
   for (nn::Fp8Recipe recipe : {nn::Fp8Recipe::current, nn::Fp8Recipe::delayed}) {
@@ -703,6 +761,8 @@ TEST_CASE("fp8_gemm: bad input is rejected with the op, argument and what was ex
   CHECK_THROWS_WITH_AS(cast_to_fp8(x, DType::f8_e4m3, one, Tensor::zeros({1}, DType::f64)), Contains("argument 'amax'"),
                        Error);
   CHECK_THROWS_WITH_AS(cast_to_fp8(scalar(1, c), DType::f8_e4m3, one, {}, true), Contains("argument 'x'"), Error);
+  CHECK_THROWS_WITH_AS(cast_to_fp8(scalar(1, c), DType::f8_e4m3, one, {}, false, true),
+                       Contains("cast_to_fp8: argument 'x'"), Error);
   Tensor xg = randn({3, 3}).requires_grad_();
   CHECK_THROWS_WITH_AS(cast_to_fp8(xg, DType::f8_e4m3, one), Contains("cast_to_fp8"), Error);
 

@@ -1,8 +1,11 @@
 // Benchmarks of the fp8_gemm family for octet bench: the E4M3 GEMM at 8192^3 (TFLOP/s against the
 // cuBLAS bf16 ceiling), the casts (GB/s of input read + FP8 written, against the copy ceiling),
 // training steps (forward, backward, sgd_step) of Linear(4096->8192) -> gelu -> Linear(8192->4096)
-// on 8192 tokens and of a 1024^3 layer with LinearFP8 against bf16 nn::Linear, and the crossover
-// sweep that kLinearFP8CrossoverMacs (nn.hpp) should follow.
+// on 8192 tokens and of a 1024^3 layer with LinearFP8 against bf16 nn::Linear, the breakdown of
+// that FP8 step into its kernels (each timed alone), the GEMMs with and without autotune, and the
+// crossover sweep that kLinearFP8CrossoverMacs (nn.hpp) should follow.
+#include <functional>
+
 #include "tools/bench.hpp"
 
 namespace octet::bench {
@@ -51,6 +54,93 @@ void casts(Context& ctx) {
   ctx.add_bandwidth("fp8_gemm", "max_abs (ops.hpp, for comparison)", "bf16 8192^2", elems * 2, ms, mn);
 }
 
+// The 8192-token step of training() taken apart: each piece LinearFP8 (current scaling) enqueues,
+// timed alone on tensors of the step's shapes, then their sum against the whole step.
+void breakdown(Context& ctx) {
+  const Device d = ctx.device;
+  const int64_t t = 8192, din = 4096, dh = 8192;
+  const DType e4 = DType::f8_e4m3, e5 = DType::f8_e5m2;
+  Tensor x = randn({t, din}, DType::bf16, d), w1 = randn({dh, din}, DType::bf16, d);
+  Tensor h = randn({t, dh}, DType::bf16, d), w2 = randn({din, dh}, DType::bf16, d);
+  Tensor dy2 = randn({t, din}, DType::bf16, d), dh1 = randn({t, dh}, DType::bf16, d);
+  Tensor b1 = randn({dh}, DType::bf16, d), b2 = randn({din}, DType::bf16, d), s = one(d);
+  const Fp8Cast xq = cast_to_fp8(x, e4, s, {}, true), w1q = cast_to_fp8(w1, e4, s);
+  const Fp8Cast hq = cast_to_fp8(h, e4, s, {}, true), w2q = cast_to_fp8(w2, e4, s, {}, true);
+  const Fp8Cast g2q = cast_to_fp8(dy2, e5, s, {}, true), g1q = cast_to_fp8(dh1, e5, s, {}, true);
+  const std::string where = "8192 tokens, 4096->8192->4096 bf16";
+  double total = 0;
+  auto part = [&](const std::string& name, const std::function<void()>& fn) {
+    double mn = 0;
+    const double ms = ctx.time_ms([&](int) { fn(); }, &mn);
+    total += ms;
+    ctx.add_value("fp8_gemm", cat("step part: ", name), where, ms, "ms", ms);
+  };
+  auto amax_scale = [&](const Tensor& v) { (void)fp8_current_scale(fp8_amax(v), e4); };
+  part("x amax + scale", [&] { amax_scale(x); });
+  part("x cast + transpose", [&] { (void)cast_to_fp8(x, e4, s, {}, true); });
+  part("W1 amax + scale", [&] { amax_scale(w1); });
+  part("W1 cast", [&] { (void)cast_to_fp8(w1, e4, s); });
+  part("GEMM y1 = x W1^T + b1 (fast accum)", [&] { (void)matmul_fp8(xq.data, w1q.data, s, s, DType::bf16, b1, true); });
+  part("gelu forward", [&] { (void)gelu(h); });
+  part("h amax + scale", [&] { amax_scale(h); });
+  part("h cast + transpose", [&] { (void)cast_to_fp8(h, e4, s, {}, true); });
+  part("W2 amax + scale", [&] { amax_scale(w2); });
+  part("W2 cast + transpose", [&] { (void)cast_to_fp8(w2, e4, s, {}, true); });
+  part("GEMM y2 = h W2^T + b2 (fast accum)", [&] { (void)matmul_fp8(hq.data, w2q.data, s, s, DType::bf16, b2, true); });
+  part("dY2 amax + scale", [&] { amax_scale(dy2); });
+  part("dY2 cast + transpose + column sums", [&] { (void)cast_to_fp8(dy2, e5, s, {}, true, true); });
+  part("GEMM dgrad2 = dY2 W2", [&] { (void)matmul_fp8(g2q.data, w2q.transposed, s, s, DType::bf16, {}, false); });
+  part("GEMM wgrad2 = dY2^T h", [&] { (void)matmul_fp8(g2q.transposed, hq.transposed, s, s, DType::bf16, {}, false); });
+  part("gelu backward (autograd)", [&] {
+    Tensor hl = h.detach().requires_grad_();
+    backward(gelu(hl), dh1);
+  });
+  part("dY1 amax + scale", [&] { amax_scale(dh1); });
+  part("dY1 cast + transpose + column sums", [&] { (void)cast_to_fp8(dh1, e5, s, {}, true, true); });
+  part("GEMM wgrad1 = dY1^T x", [&] { (void)matmul_fp8(g1q.transposed, xq.transposed, s, s, DType::bf16, {}, false); });
+  part("sgd_step (4 parameters)", [&] {
+    axpy_(w1, -1e-9, w1);
+    axpy_(w2, -1e-9, w2);
+    axpy_(b1, -1e-9, b1);
+    axpy_(b2, -1e-9, b2);
+  });
+  ctx.add_value("fp8_gemm", "step parts: sum", where, total, "ms", total);
+  part("for comparison: sum_rows(dY1) (the bias gradient before the fused column sums)", [&] { (void)sum_rows(dh1); });
+  part("for comparison: dY1 cast + transpose without column sums", [&] { (void)cast_to_fp8(dh1, e5, s, {}, true); });
+  part("for comparison: max_abs(h) (ops.hpp)", [&] { (void)max_abs(h); });
+}
+
+// The step's five GEMM shapes with the heuristic's first algorithm and with autotune.
+void gemm_autotune(Context& ctx) {
+  const Device d = ctx.device;
+  const int64_t t = 8192, din = 4096, dh = 8192;
+  struct Shape3 {
+    const char* name;
+    int64_t m, n, k;
+    DType a;
+    bool bias, fast;
+  };
+  const Shape3 shapes[] = {{"fwd1 (bias)", t, dh, din, DType::f8_e4m3, true, true},
+                           {"fwd2 (bias)", t, din, dh, DType::f8_e4m3, true, true},
+                           {"dgrad2", t, dh, din, DType::f8_e5m2, false, false},
+                           {"wgrad2", din, dh, t, DType::f8_e5m2, false, false},
+                           {"wgrad1", dh, din, t, DType::f8_e5m2, false, false}};
+  const bool before = fp8_gemm_autotune();
+  for (const Shape3& sh : shapes) {
+    Tensor a = cast_to_fp8(randn({sh.m, sh.k}, DType::bf16, d), sh.a, one(d)).data;
+    Tensor b = cast_to_fp8(randn({sh.n, sh.k}, DType::bf16, d), DType::f8_e4m3, one(d)).data;
+    Tensor bias = sh.bias ? randn({sh.n}, DType::bf16, d) : Tensor(), s = one(d);
+    for (bool tune : {false, true}) {
+      set_fp8_gemm_autotune(tune);
+      double mn = 0;
+      const double ms = ctx.time_ms([&](int) { (void)matmul_fp8(a, b, s, s, DType::bf16, bias, sh.fast); }, &mn);
+      ctx.add_rate("fp8_gemm", cat("matmul_fp8 ", sh.name, tune ? " autotuned" : " heuristic"),
+                   cat(sh.m, "x", sh.n, "x", sh.k), 2.0 * sh.m * sh.n * sh.k, ms, mn, ctx.ceilings.gemm_bf16_tflops);
+    }
+  }
+  set_fp8_gemm_autotune(before);
+}
+
 // One training step: forward, backward with a fixed output gradient, sgd_step (which bumps the
 // weights' versions, so LinearFP8 recasts its weights every step as in real training).
 template <class L>
@@ -89,6 +179,12 @@ double mlp_speedup(Context& ctx, int64_t tokens, int64_t d_in, int64_t d_hidden,
 void training(Context& ctx) {
   mlp_speedup(ctx, 8192, 4096, 8192, nn::kLinearFP8CrossoverMacs, ">= 1.5x");
   mlp_speedup(ctx, 8192, 4096, 8192, nn::kLinearFP8CrossoverMacs, ">= 1.5x", nn::Fp8Recipe::delayed);
+  const bool before = fp8_gemm_autotune();
+  set_fp8_gemm_autotune(!before);
+  const std::string flipped = cat(">= 1.5x (autotune ", before ? "off" : "on", ")");
+  mlp_speedup(ctx, 8192, 4096, 8192, nn::kLinearFP8CrossoverMacs, flipped);
+  mlp_speedup(ctx, 8192, 4096, 8192, nn::kLinearFP8CrossoverMacs, flipped, nn::Fp8Recipe::delayed);
+  set_fp8_gemm_autotune(before);
   mlp_speedup(ctx, 1024, 1024, 1024, nn::kLinearFP8CrossoverMacs, ">= 0.95x (no slower than bf16 by 5%)");
   // Forced FP8 on square layers: where FP8 starts to pay is the crossover for nn.hpp.
   int64_t crossover = 0;
@@ -107,6 +203,8 @@ void bench_fp8_gemm(Context& ctx) {
                   "", 0);
   gemm(ctx);
   casts(ctx);
+  breakdown(ctx);
+  gemm_autotune(ctx);
   training(ctx);
 }
 

@@ -21,14 +21,17 @@ bool fp8_tensor_cores(int device_index = 0);
 
 // ---- casts -------------------------------------------------------------------------------
 struct Fp8Cast {
-  Tensor data;       // x's shape, the FP8 dtype
-  Tensor transposed; // (cols, rows) for x viewed as (rows, cols = last dim); undefined unless asked
+  Tensor data;        // x's shape, the FP8 dtype
+  Tensor transposed;  // (cols, rows) for x viewed as (rows, cols = last dim); undefined unless asked
+  Tensor column_sums; // (cols), x's dtype: sum over the rows of x (unscaled); undefined unless asked
 };
-// q = sat_rne(x * scale[0]) for x f32, f16 or bf16 (any shape; transpose needs dim >= 1), in one
-// pass that also writes max|x| into amax[0] when amax (f32, >= 1 element) is given: the exact
-// maximum, NaN (0x7FC00000) if any element is NaN, 0 for an empty x; the same on every run.
+// q = sat_rne(x * scale[0]) for x f32, f16 or bf16 (any shape; transpose and column_sums need
+// dim >= 1), in one pass that also writes max|x| into amax[0] when amax (f32, >= 1 element) is
+// given: the exact maximum, NaN (0x7FC00000) if any element is NaN, 0 for an empty x; the same on
+// every run. column_sums: the same pass sums x's columns (a linear layer's bias gradient), in f32
+// on CUDA (f64 on the CPU) in a fixed order, rounded once to x's dtype.
 Fp8Cast cast_to_fp8(const Tensor& x, DType fp8, const Tensor& scale, const Tensor& amax = {},
-                    bool transpose = false);
+                    bool transpose = false, bool column_sums = false);
 // max |x| exactly as cast_to_fp8 writes it, as a () f32 tensor: the amax pass of current
 // scaling (one vectorized read of x, no cast).
 Tensor fp8_amax(const Tensor& x);
@@ -70,6 +73,16 @@ Fp8Scale fp8_unit_scale(Device device);
 // dequantize + f32 GEMM fallback. CPU: emulation with f32 accumulation.
 Tensor matmul_fp8(const Tensor& a, const Tensor& b, const Tensor& scale_a, const Tensor& scale_b, DType out_dtype,
                   const Tensor& bias = {}, bool fast_accum = true);
+
+// Autotune of the cuBLASLt algorithm (off by default: on an H100 it changed the LinearFP8 step by
+// less than the run-to-run noise, docs/fp8_gemm.md): for problems of at least 2^30 multiply-adds
+// the first call of a plan also runs each of up to 8 heuristic candidates four times (a warm pass,
+// then three rounds timed with CUDA events); a later call whose events have completed (queried,
+// never waited for) keeps the fastest if it beats the heuristic's first choice by 3%. The first
+// calls of a shape may so use another algorithm than the later ones (results within accumulation
+// tolerance, not bit-identical). Plans are kept per setting: a switch applies from the next call.
+void set_fp8_gemm_autotune(bool on);
+bool fp8_gemm_autotune();
 
 enum class Fp8GemmPath { cpu_emulation, cublaslt, cublaslt_padded, dequantize_fallback };
 // The path matmul_fp8 takes for these operands (a cache miss may run a cuBLASLt heuristic query;

@@ -90,9 +90,10 @@ enum class Fp8Recipe { current, delayed };
 
 // y = x W^T + b with FP8 GEMMs, HYBRID format: x and W cast to E4M3 for the forward, the output
 // gradient to E5M2 for the backward; grad_x = dY W and grad_W = dY^T X are FP8 GEMMs too
-// (E5M2 x E4M3), grad_b = sum of dY in the master dtype. Master weight, bias and x: f32, bf16 or
-// f16 (x has the weight's dtype and device; any leading dims). Scales: per tensor, current
-// scaling (default) or delayed scaling for x and dY (`delayed`); the weight always uses current
+// (E5M2 x E4M3), grad_b = column sums of dY fused into dY's cast, in the master dtype. Master
+// weight, bias and x: f32, bf16 or f16 (x has the weight's dtype and device; any leading dims).
+// Scales: per tensor, current scaling (default) or delayed scaling for x and dY (`delayed`); the
+// weight always uses current
 // scaling. The weight's FP8 copy (and its transpose) is reused until the weight changes: the
 // cache is keyed on the weight's storage and its in-place write counter (copy_, fill_, axpy_,
 // sgd_step bump it); call invalidate() after writing the weight any other way (raw pointers).

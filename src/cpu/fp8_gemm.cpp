@@ -36,7 +36,7 @@ uint32_t float_bits(float v) {
 }  // namespace
 
 void fp8_cast(DType in_t, const void* x, DType fp8, float scale, void* q, void* q_t, int64_t rows, int64_t cols,
-              float* amax) {
+              float* amax, void* colsum) {
   std::atomic<uint32_t> max_bits{0};
   visit_float(in_t, "cast_to_fp8", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -58,6 +58,11 @@ void fp8_cast(DType in_t, const void* x, DType fp8, float scale, void* q, void* 
       uint32_t prev = max_bits.load();
       while (prev < m && !max_bits.compare_exchange_weak(prev, m)) {}
     });
+    if (!colsum) return;
+    std::vector<double> acc(static_cast<size_t>(cols), 0.0);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) acc[static_cast<size_t>(c)] += load_f32(in[r * cols + c]);
+    for (int64_t c = 0; c < cols; ++c) static_cast<T*>(colsum)[c] = store<T>(acc[static_cast<size_t>(c)]);
   });
   if (amax) {
     const uint32_t b = max_bits.load();

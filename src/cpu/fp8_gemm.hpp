@@ -37,9 +37,10 @@ OCTET_HD inline uint32_t amax_bits(uint32_t float_bits) {
 namespace octet::cpu {
 
 // q = sat_rne(x * scale) for x (rows, cols) of in_t; q_t (cols, rows) when not null; amax (when
-// not null) = max |x| (see amax_bits). q null: amax only.
+// not null) = max |x| (see amax_bits). q null: amax only. colsum (when not null; in_t, (cols)):
+// column sums of x accumulated in f64, rounded once.
 void fp8_cast(DType in_t, const void* x, DType fp8, float scale, void* q, void* q_t, int64_t rows, int64_t cols,
-              float* amax);
+              float* amax, void* colsum = nullptr);
 // out = float(q) * scale_inv, rounded to out_t.
 void fp8_dequantize(DType fp8, const void* q, float scale_inv, DType out_t, void* out, int64_t n);
 // out (m, n) = sum_k a[m, k] b[n, k] in f32 (products of FP8 values are exact), times
