@@ -116,10 +116,11 @@ int run_demo(const Args& args) {
   const uint64_t seed = static_cast<uint64_t>(p.integer("--seed", 0, 0, INT64_MAX));
   double lr = 0.1;
   if (p.has("--lr")) {
+    const std::string text = p.get("--lr");
     char* end = nullptr;
-    lr = std::strtod(p.get("--lr").c_str(), &end);
-    if (end == p.get("--lr").c_str() || *end != '\0' || !(lr >= 0) || !std::isfinite(lr))
-      throw UsageError(cat("--lr expects a finite number >= 0, got '", p.get("--lr"), "'"));
+    lr = std::strtod(text.c_str(), &end);
+    if (end == text.c_str() || *end != '\0' || !(lr >= 0) || !std::isfinite(lr))
+      throw UsageError(cat("--lr expects a finite number >= 0, got '", text, "'"));
   }
   std::printf("octet demo: MLP %lld -> %lld -> %lld (gelu), %lld steps of batch %lld, SGD lr %g, seed %llu, on %s\n",
               (long long)kIn, (long long)kHidden, (long long)kOut, (long long)steps, (long long)kBatch, lr,
