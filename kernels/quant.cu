@@ -3,8 +3,12 @@
 // Layout: persistent blocks of 256 threads walk tiles of 4096 elements; in a tile each warp
 // owns 512 consecutive elements as rows of 16-byte vectors (lane l of row j holds elements
 // j*32*V + l*V .. +V), so every load and store of a warp is contiguous. A quantization block
-// (32..4096 elements) never straddles a tile. The code table, its midpoints and the index LUT
-// (kernels/quant_index.cuh) live in shared memory, loaded once per CUDA block.
+// (32..4096 elements) never straddles a tile. The code values and the compact index table live
+// in shared memory, set up once per CUDA block.
+// Throughput (docs/quant.md "Kernels"): full aligned tiles take a branch-free path (the next
+// tile's 16-byte loads are issued before this tile is computed; one 4-byte lookup per element in
+// a compact table each CUDA block builds from the Code's LUT); tables that do not fit it use
+// lut_index() on the LUT in global memory; partial or unaligned tiles take a checked path.
 // Float arithmetic uses explicit _rn intrinsics: no contraction, no flush-to-zero.
 #include <algorithm>
 
@@ -90,18 +94,11 @@ __device__ __forceinline__ CodeVec<V> load_codes(const uint8_t* __restrict__ p, 
   return c;
 }
 
-// Copies the index tables to shared memory; returns them.
-__device__ __forceinline__ const qi::Tables& load_index(uint4* smem, const uint4* __restrict__ index, int words) {
-  for (int i = threadIdx.x; i < words; i += blockDim.x) smem[i] = index[i];
-  __syncthreads();
-  return *reinterpret_cast<const qi::Tables*>(smem);
-}
-
 // m[j]: |max| of vector row j of this lane. On return m[j] is the absmax of the quantization
-// block that holds row j's vector: shuffles inside a row, registers across rows, shared memory
+// block that holds row j's vector: registers across rows, shuffles inside a row, shared memory
 // across warps.
 template <int B, int V, int J>
-__device__ __forceinline__ void block_absmax(float (&m)[J], float* warp_max) {
+__device__ __forceinline__ void block_absmax(float (&m)[J], float* warp_max, int parity) {
   constexpr int kLanes = B / V;  // lanes a block covers in one row
   if constexpr (kLanes <= 32) {
 #pragma unroll
@@ -109,92 +106,319 @@ __device__ __forceinline__ void block_absmax(float (&m)[J], float* warp_max) {
 #pragma unroll
       for (int j = 0; j < J; ++j) m[j] = fmaxf(m[j], __shfl_xor_sync(kFull, m[j], off));
   } else {
+    // The J rows of a lane fall into J / G blocks: reduce those in registers first, then
+    // shuffle one value per block across the warp, then (blocks wider than J rows) across warps.
+    constexpr int kRows = kLanes / 32;  // consecutive rows per block
+    constexpr int G = kRows < J ? kRows : J, NG = J / G;
+    float r[NG];
+#pragma unroll
+    for (int g = 0; g < NG; ++g) {
+      r[g] = m[g * G];
+#pragma unroll
+      for (int k = 1; k < G; ++k) r[g] = fmaxf(r[g], m[g * G + k]);
+    }
 #pragma unroll
     for (int off = 1; off < 32; off <<= 1)
 #pragma unroll
-      for (int j = 0; j < J; ++j) m[j] = fmaxf(m[j], __shfl_xor_sync(kFull, m[j], off));
-    constexpr int kRows = kLanes / 32;  // consecutive rows per block
-    if constexpr (kRows <= J) {
-#pragma unroll
-      for (int g = 0; g < J; g += kRows) {
-        float r = 0.0f;
-#pragma unroll
-        for (int k = 0; k < kRows; ++k) r = fmaxf(r, m[g + k]);
-#pragma unroll
-        for (int k = 0; k < kRows; ++k) m[g + k] = r;
-      }
-    } else {
+      for (int g = 0; g < NG; ++g) r[g] = fmaxf(r[g], __shfl_xor_sync(kFull, r[g], off));
+    if constexpr (kRows > J) {
       constexpr int kWarps = kRows / J;  // consecutive warps per block
-      float r = 0.0f;
-#pragma unroll
-      for (int j = 0; j < J; ++j) r = fmaxf(r, m[j]);
       const int warp = threadIdx.x >> 5;
-      __syncthreads();  // the previous tile's reads of warp_max are done
-      if ((threadIdx.x & 31) == 0) warp_max[warp] = r;
+      // Two buffers, alternating by tile: the reads of a buffer two tiles ago are ordered
+      // before this write by the last tile's barrier.
+      warp_max += (parity & 1) * (kThreads / 32);
+      if ((threadIdx.x & 31) == 0) warp_max[warp] = r[0];
       __syncthreads();
-      r = 0.0f;
+      r[0] = 0.0f;
 #pragma unroll
-      for (int k = 0; k < kWarps; ++k) r = fmaxf(r, warp_max[warp / kWarps * kWarps + k]);
+      for (int k = 0; k < kWarps; ++k) r[0] = fmaxf(r[0], warp_max[warp / kWarps * kWarps + k]);
+    }
 #pragma unroll
-      for (int j = 0; j < J; ++j) m[j] = r;
+    for (int j = 0; j < J; ++j) m[j] = r[j / G];
+  }
+}
+
+// The kernels' index table ("compact LUT", docs/quant.md "Kernels"), built in shared memory by
+// every CUDA block from the Code's 8-byte LUT: one shift sh and one |x| window [lo, hi] for both
+// signs, 4-byte entries interleaved by sign (slot 2 * (key - kbase) + sign, key = bits(m) >> sh,
+// m = |x| clamped to the window). An entry is ((t - 1) << 8) | q0 for a step at low bits t of
+// the slot (index q0 -> q0 + 1, t counted from the slot's top for x < 0, whose index falls with
+// |x|), or ((2^sh - 1) << 8) | q for a constant slot; then index = e + (w > e) in the low byte,
+// w = low sh bits of bits(m) (complemented for x < 0) << 8. Equal to lut_index() on every float
+// when the build succeeds; otherwise (crowded or odd tables) the kernels use lut_index() itself.
+struct Compact {
+  float lo = 0, hi = 0;  // clamp of |x|: the window's first bit pattern - 1 (or 0) and last one
+  int sh = 23;
+  uint32_t mask8 = 0;  // ((1 << sh) - 1) << 8
+  int32_t kbase = 0;   // bits(lo) >> sh
+  int32_t entries = 0;  // 2 * keys; 0: too large, use lut_index()
+};
+
+constexpr int kMaxCompact = 16384;  // entries (64 KiB)
+
+// Host: the geometry from the LUT's shape (halves with one bucket take no part in the window).
+Compact compact_shape(const qi::LutShape& s) {
+  Compact c;
+  uint32_t lo = 0xFFFFFFFFu, hi = 0;
+  for (int h = 0; h < 2; ++h) {
+    if (s.buckets[h] <= 1) continue;
+    c.sh = std::min(c.sh, s.shift[h]);
+    lo = std::min(lo, static_cast<uint32_t>(s.bias[h]) << s.shift[h]);
+    hi = std::max(hi, (static_cast<uint32_t>(s.bias[h] + s.buckets[h]) << s.shift[h]) - 1);
+  }
+  if (hi == 0) lo = 0, hi = 0x7F7FFFFFu;  // no half with several buckets: every finite binade
+  const uint32_t lc = lo > 0 ? lo - 1 : 0;
+  c.lo = qi::bits_float(lc);
+  c.hi = qi::bits_float(hi);
+  c.mask8 = ((1u << c.sh) - 1) << 8;
+  c.kbase = static_cast<int32_t>(lc >> c.sh);
+  const int64_t entries = 2 * (int64_t{hi >> c.sh} - c.kbase + 1);
+  c.entries = entries <= kMaxCompact ? static_cast<int32_t>(entries) : 0;
+  return c;
+}
+
+__device__ __forceinline__ qi::LutEntry entry(const qi::LutEntry* p) {
+  const uint2 w = __ldg(reinterpret_cast<const uint2*>(p));
+  return {w.x, static_cast<uint8_t>(w.y), static_cast<uint8_t>(w.y >> 8), static_cast<uint16_t>(w.y >> 16)};
+}
+
+// Builds the compact entries into ct from the global tables; returns false (in every thread)
+// when the table does not fit the format. A slot lies inside one bucket of the 8-byte LUT (its
+// shift is at most the bucket's), so that bucket's entry gives the slot's index on both ends.
+__device__ __forceinline__ bool build_compact(uint32_t* ct, const Compact& c, const qi::Tables& gtab,
+                                              const qi::LutShape& s) {
+  const qi::LutEntry* lut = reinterpret_cast<const qi::LutEntry*>(&gtab + 1);
+  const uint32_t lc = __float_as_uint(c.lo), hi = __float_as_uint(c.hi), mask = (1u << c.sh) - 1;
+  int bad = 0;
+#pragma unroll 4
+  for (int i = threadIdx.x; i < c.entries; i += kThreads) {
+    const int h = i & 1;
+    const uint32_t us = static_cast<uint32_t>(c.kbase + (i >> 1)) << c.sh, ue = us + mask;
+    int b = static_cast<int>(us >> s.shift[h]) - s.bias[h];
+    b = b < 0 ? 0 : (b >= s.buckets[h] ? s.buckets[h] - 1 : b);
+    const qi::LutEntry E = entry(lut + s.first[h] + b);
+    const int q0 = us >= E.thr ? E.above : E.below, q1 = ue >= E.thr ? E.above : E.below;
+    const uint32_t t = E.thr - us;  // a step inside the slot: at low bits t in [1, mask]
+    bad |= E.slow || (q1 != q0 && q1 != q0 + (h ? -1 : 1));
+    ct[i] = q1 == q0 ? mask << 8 | q0 : (h ? (mask - t) << 8 | q1 : (t - 1) << 8 | q0);
+  }
+  // Outside the window a clamped |x| keeps its index: true for halves of several buckets (the
+  // window holds their steps); a one-bucket half's step must lie in (lc, hi].
+  if (threadIdx.x < 2 && s.buckets[threadIdx.x] == 1) {
+    const qi::LutEntry E = lut[s.first[threadIdx.x]];
+    bad |= E.slow || (E.below != E.above && (E.thr <= lc || E.thr > hi));
+  }
+  return !__syncthreads_or(bad);
+}
+
+// The index of x (low byte; higher bits are garbage).
+__device__ __forceinline__ uint32_t compact_index(const uint32_t* ct, const Compact& c, float x) {
+  const float x1 = fmaxf(x, -INFINITY);  // NaN -> -Inf, whose index is NaN's (0)
+  const float m = fminf(fmaxf(fabsf(x1), c.lo), c.hi);
+  const uint32_t mb = __float_as_uint(m), sb = __float_as_uint(x1);
+  const uint32_t key = __funnelshift_l(sb, mb >> c.sh, 1);  // (mb >> sh) << 1 | sign
+  const uint32_t e = ct[key - 2 * c.kbase];
+  const uint32_t w = ((mb << 8) ^ static_cast<uint32_t>(static_cast<int32_t>(sb) >> 31)) & c.mask8;
+  return e + (w > e ? 1u : 0u);
+}
+
+// Shared memory of the quantize kernels: the code values, then the compact entries. Returns
+// whether the compact table is usable; otherwise gtab's own LUT (lut_index) is.
+__device__ __forceinline__ bool load_index(float* code, uint32_t* ct, const Compact& c, const qi::Tables& gtab,
+                                           const qi::LutShape& s) {
+  code[threadIdx.x] = gtab.code[threadIdx.x];  // kThreads == 256
+  if (c.entries == 0) {
+    __syncthreads();
+    return false;
+  }
+  return build_compact(ct, c, gtab, s);
+}
+
+template <class T, int V>
+__device__ __forceinline__ void unpack(const uint4& raw, float (&v)[V]) {
+  union {
+    uint4 raw;
+    T t[V];
+  } u;
+  u.raw = raw;
+#pragma unroll
+  for (int q = 0; q < V; ++q) v[q] = load_f32(u.t[q]);
+}
+
+// Bytes 0 of q[0..V) packed into V code bytes (PRMT).
+template <int V>
+__device__ __forceinline__ CodeVec<V> pack_codes(const uint32_t (&q)[V]) {
+  CodeVec<V> c;
+  uint32_t w[V / 4];
+#pragma unroll
+  for (int k = 0; k < V / 4; ++k)
+    w[k] = __byte_perm(__byte_perm(q[4 * k], q[4 * k + 1], 0x0040), __byte_perm(q[4 * k + 2], q[4 * k + 3], 0x0040),
+                       0x5410);
+  if constexpr (V == 4)
+    c.raw = w[0];
+  else
+    c.raw = make_uint2(w[0], w[1]);
+  return c;
+}
+
+// What the per-element lookup needs: the compact table (C) or, failing that, the global LUT.
+struct Lookup {
+  const float* code;  // shared memory
+  const uint32_t* ct;
+  Compact c;
+  const qi::Tables* gtab;
+  qi::LutShape shape;
+};
+
+template <bool C>
+__device__ __forceinline__ uint32_t lookup(const Lookup& L, float x) {
+  if constexpr (C)
+    return compact_index(L.ct, L.c, x);
+  else
+    return static_cast<uint32_t>(
+        qi::lut_index(reinterpret_cast<const qi::LutEntry*>(L.gtab + 1), L.shape, *L.gtab, x));
+}
+
+// Global path: the divisor's reciprocal and where the branch-free division is exact.
+struct GlobalDiv {
+  float y = 0, lim = 0;
+  bool fast = false;
+};
+
+__device__ __forceinline__ GlobalDiv global_div(float gabs) {
+  GlobalDiv d;
+  d.fast = gabs >= 0x1p-100f && gabs <= 0x1p100f;  // false for 0, Inf, NaN
+  if (d.fast) d.y = __frcp_rn(gabs), d.lim = fmaxf(0x1p-100f, __fmul_rn(gabs, 0x1p-125f));
+  return d;
+}
+
+// One tile (thread's share: v[J][V] at base + j*32*V). Full: the whole tile is in range and
+// every pointer 16-byte aligned (no checks). B > 0: blockwise; B == 0: global (gabs).
+template <class T, int B, bool C, bool Full, int J, int V>
+__device__ __forceinline__ void quantize_tile(float (&v)[J][V], int64_t base, int it, int64_t n, bool aligned,
+                                              const Lookup& L, float gabs, const GlobalDiv& gd, float* warp_max,
+                                              float* __restrict__ absmax, uint8_t* __restrict__ codes,
+                                              T* __restrict__ fake) {
+  float m[J];
+  if constexpr (B > 0) {
+#pragma unroll
+    for (int j = 0; j < J; ++j) {
+      m[j] = 0.0f;  // fmaxf ignores NaN
+#pragma unroll
+      for (int q = 0; q < V; ++q) m[j] = fmaxf(m[j], fabsf(v[j][q]));
+    }
+    block_absmax<B, V, J>(m, warp_max, it);
+    constexpr int kRows = B / V / 32 > 1 ? (B / V / 32 < J ? B / V / 32 : J) : 1;  // rows sharing a block
+#pragma unroll
+    for (int j = 0; j < J; j += kRows) {
+      const int64_t e = base + j * 32 * V;
+      if ((Full || e < n) && (e & (B - 1)) == 0) absmax[e / B] = m[j];
+      const qi::Scale sc = qi::block_scale(m[j]);
+#pragma unroll
+      for (int k = 0; k < kRows; ++k)
+#pragma unroll
+        for (int q = 0; q < V; ++q) v[j + k][q] = qi::block_x(v[j + k][q], sc);
+    }
+  } else {
+    // x = v / gabs without a branch per element: y = RN(1 / gabs), q0 = RN(v * y), then two
+    // corrections q += RN(v - gabs * q) * y (the remainders are exact), which is RN(v / gabs)
+    // while nothing underflows: gabs in [2^-100, 2^100], |v| >= max(2^-100, gabs * 2^-125) or
+    // v == 0. A thread with any element outside that takes global_x (__fdiv_rn) for its tile.
+    float x[J][V];
+    bool slow = !gd.fast;
+#pragma unroll
+    for (int j = 0; j < J; ++j) {
+      m[j] = gabs;
+#pragma unroll
+      for (int q = 0; q < V; ++q) {
+        const float a = v[j][q], q0 = __fmul_rn(a, gd.y), q1 = __fmaf_rn(__fmaf_rn(-gabs, q0, a), gd.y, q0);
+        x[j][q] = __fmaf_rn(__fmaf_rn(-gabs, q1, a), gd.y, q1);
+        slow |= !(fabsf(a) >= gd.lim || a == 0.0f);
+      }
+    }
+    if (slow) {
+#pragma unroll
+      for (int j = 0; j < J; ++j)
+#pragma unroll
+        for (int q = 0; q < V; ++q) v[j][q] = qi::global_x(v[j][q], gabs);
+    } else {
+#pragma unroll
+      for (int j = 0; j < J; ++j)
+#pragma unroll
+        for (int q = 0; q < V; ++q) v[j][q] = x[j][q];
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < J; ++j) {
+    const int64_t e = base + j * 32 * V;
+    uint32_t q[V];
+#pragma unroll
+    for (int k = 0; k < V; ++k) q[k] = lookup<C>(L, v[j][k]);
+    if (codes) store_codes<V>(codes, e, Full ? INT64_MAX : n, Full || aligned, pack_codes<V>(q));
+    if (fake) {
+      float y[V];
+#pragma unroll
+      for (int k = 0; k < V; ++k) y[k] = __fmul_rn(L.code[q[k] & 0xFF], m[j]);
+      store_vec<T, V>(fake, e, Full ? INT64_MAX : n, Full || aligned, y);
     }
   }
 }
 
-// B > 0: blockwise (absmax per block, written to absmax); B == 0: global (absmax read from
-// *absmax). fake != nullptr: also writes code[q] * absmax in T.
-template <class T, int B>
-__global__ void __launch_bounds__(kThreads)
-    quantize_kernel(const T* __restrict__ A, int64_t n, const uint4* __restrict__ index, int index_words,
-                    qi::LutShape shape, float* __restrict__ absmax, uint8_t* __restrict__ codes, T* __restrict__ fake,
-                    bool aligned) {
-  extern __shared__ uint4 smem[];
-  __shared__ float warp_max[kThreads / 32];
-  const qi::Tables& tab = load_index(smem, index, index_words);
-  const qi::LutEntry* lut = reinterpret_cast<const qi::LutEntry*>(&tab + 1);
+// Full aligned tiles first (each block's next tile loaded before this one is computed), then
+// the partial tile (or, for unaligned pointers, every tile) through the checked path.
+template <class T, int B, bool C>
+__device__ __forceinline__ void quantize_tiles(const T* __restrict__ A, int64_t n, bool aligned, const Lookup& L,
+                                               float gabs, const GlobalDiv& gd, float* warp_max,
+                                               float* __restrict__ absmax, uint8_t* __restrict__ codes,
+                                               T* __restrict__ fake) {
   constexpr int V = vec_width<T>(), J = kPerThread / V;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const float global_absmax = B == 0 ? *absmax : 0.0f;
-  const int64_t tiles = (n + kTile - 1) / kTile;
-  for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-    const int64_t base = tile * kTile + warp * kWarpTile + lane * V;
-    float v[J][V], m[J];
+  const int64_t off = warp * kWarpTile + lane * V;
+  const int64_t full = aligned ? n / kTile : 0, tiles = (n + kTile - 1) / kTile;
+  int64_t tile = blockIdx.x;
+  int it = 0;  // this block's tile count (parity for block_absmax)
+  uint4 next[J];
+  if (tile < full)
+#pragma unroll
+    for (int j = 0; j < J; ++j) next[j] = __ldcs(reinterpret_cast<const uint4*>(A + tile * kTile + off + j * 32 * V));
+  for (; tile < full; tile += gridDim.x, ++it) {
+    float v[J][V];
+#pragma unroll
+    for (int j = 0; j < J; ++j) unpack<T, V>(next[j], v[j]);
+    const int64_t after = tile + gridDim.x;
+    if (after < full)
+#pragma unroll
+      for (int j = 0; j < J; ++j)
+        next[j] = __ldcs(reinterpret_cast<const uint4*>(A + after * kTile + off + j * 32 * V));
+    quantize_tile<T, B, C, true, J, V>(v, tile * kTile + off, it, n, true, L, gabs, gd, warp_max, absmax, codes, fake);
+  }
+  for (; tile < tiles; tile += gridDim.x, ++it) {
+    const int64_t base = tile * kTile + off;
+    float v[J][V];
 #pragma unroll
     for (int j = 0; j < J; ++j) load_vec<T, V>(A, base + j * 32 * V, n, aligned, v[j]);
-    if constexpr (B > 0) {
-#pragma unroll
-      for (int j = 0; j < J; ++j) {
-        m[j] = 0.0f;  // fmaxf ignores NaN
-#pragma unroll
-        for (int q = 0; q < V; ++q) m[j] = fmaxf(m[j], fabsf(v[j][q]));
-      }
-      block_absmax<B, V, J>(m, warp_max);
-    }
-#pragma unroll
-    for (int j = 0; j < J; ++j) {
-      const int64_t e = base + j * 32 * V;
-      CodeVec<V> c;
-      float y[V];
-      if constexpr (B > 0) {
-        if (e < n && (e & (B - 1)) == 0) absmax[e / B] = m[j];
-        const qi::Scale sc = qi::block_scale(m[j]);
-#pragma unroll
-        for (int q = 0; q < V; ++q)
-          c.c[q] = static_cast<uint8_t>(qi::lut_index(lut, shape, tab, qi::block_x(v[j][q], sc)));
-      } else {
-        m[j] = global_absmax;
-#pragma unroll
-        for (int q = 0; q < V; ++q)
-          c.c[q] = static_cast<uint8_t>(qi::lut_index(lut, shape, tab, qi::global_x(v[j][q], global_absmax)));
-      }
-      if (codes) store_codes<V>(codes, e, n, aligned, c);  // null: fake-quantize only
-      if (fake) {
-#pragma unroll
-        for (int q = 0; q < V; ++q) y[q] = __fmul_rn(tab.code[c.c[q]], m[j]);
-        store_vec<T, V>(fake, e, n, aligned, y);
-      }
-    }
+    quantize_tile<T, B, C, false, J, V>(v, base, it, n, aligned, L, gabs, gd, warp_max, absmax, codes, fake);
   }
+}
+
+// B > 0: blockwise (absmax per block, written to absmax); B == 0: global (absmax read from
+// *absmax). fake != nullptr: also writes code[q] * absmax in T; codes may be null then.
+// 3 blocks of 256 threads per SM: at most 85 registers (measured: faster than 2 or 4).
+template <class T, int B>
+__global__ void __launch_bounds__(kThreads, 3)
+    quantize_kernel(const T* __restrict__ A, int64_t n, const qi::Tables* __restrict__ gtab, qi::LutShape shape,
+                    Compact c, float* __restrict__ absmax, uint8_t* __restrict__ codes, T* __restrict__ fake,
+                    bool aligned) {
+  extern __shared__ uint32_t smem[];
+  __shared__ float warp_max[2 * kThreads / 32];
+  const Lookup L{reinterpret_cast<const float*>(smem), smem + 256, c, gtab, shape};
+  const bool compact = load_index(reinterpret_cast<float*>(smem), smem + 256, c, *gtab, shape);
+  const float gabs = B == 0 ? *absmax : 0.0f;
+  const GlobalDiv gd = B == 0 ? global_div(gabs) : GlobalDiv{};
+  if (compact)
+    quantize_tiles<T, B, true>(A, n, aligned, L, gabs, gd, warp_max, absmax, codes, fake);
+  else
+    quantize_tiles<T, B, false>(A, n, aligned, L, gabs, gd, warp_max, absmax, codes, fake);
 }
 
 // Max of |A| as float bits (NaN canonical, above Inf): per-thread, warp redux, one atomicMax per
@@ -227,6 +451,19 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+template <class To, int V, bool Full>
+__device__ __forceinline__ void dequantize_vec(const CodeVec<V>& c, float am, const float* tab, const float* offset,
+                                               float off, To* __restrict__ out, int64_t e, int64_t n, bool aligned) {
+  float y[V];
+#pragma unroll
+  for (int q = 0; q < V; ++q) {
+    y[q] = __fmul_rn(tab[c.c[q]], am);
+    if (offset) y[q] = __fadd_rn(y[q], off);
+  }
+  store_vec<To, V>(out, e, Full ? INT64_MAX : n, Full || aligned, y);
+}
+
+// Full aligned tiles load the next tile's codes and absmax before storing this one's.
 template <class To>
 __global__ void __launch_bounds__(kThreads)
     dequantize_kernel(const uint8_t* __restrict__ codes, int64_t n, const float* __restrict__ code,
@@ -237,27 +474,38 @@ __global__ void __launch_bounds__(kThreads)
   __syncthreads();
   const float off = offset ? *offset : 0.0f;
   constexpr int V = vec_width<To>(), J = kPerThread / V;
+  using Raw = decltype(CodeVec<V>::raw);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t tiles = (n + kTile - 1) / kTile;
-  for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-    const int64_t base = tile * kTile + warp * kWarpTile + lane * V;
-    CodeVec<V> c[J];
-    float am[J];
+  const int64_t lo = warp * kWarpTile + lane * V;
+  const int64_t full = aligned ? n / kTile : 0, tiles = (n + kTile - 1) / kTile;
+  int64_t tile = blockIdx.x;
+  CodeVec<V> c[J];
+  float am[J];
+  auto fetch = [&](int64_t t) {
 #pragma unroll
     for (int j = 0; j < J; ++j) {
-      const int64_t e = base + j * 32 * V;
-      c[j] = load_codes<V>(codes, e, n, aligned);
-      am[j] = e < n ? __ldg(absmax + (e >> log2b)) : 0.0f;  // a vector never straddles blocks
+      const int64_t e = t * kTile + lo + j * 32 * V;  // a vector never straddles blocks
+      c[j].raw = __ldcs(reinterpret_cast<const Raw*>(codes + e));
+      am[j] = __ldg(absmax + (e >> log2b));
     }
+  };
+  if (tile < full) fetch(tile);
+  for (; tile < full; tile += gridDim.x) {
+    CodeVec<V> cc[J];
+    float aa[J];
+#pragma unroll
+    for (int j = 0; j < J; ++j) cc[j] = c[j], aa[j] = am[j];
+    if (tile + gridDim.x < full) fetch(tile + gridDim.x);
+#pragma unroll
+    for (int j = 0; j < J; ++j)
+      dequantize_vec<To, V, true>(cc[j], aa[j], tab, offset, off, out, tile * kTile + lo + j * 32 * V, n, true);
+  }
+  for (; tile < tiles; tile += gridDim.x) {
 #pragma unroll
     for (int j = 0; j < J; ++j) {
-      float y[V];
-#pragma unroll
-      for (int q = 0; q < V; ++q) {
-        y[q] = __fmul_rn(tab[c[j].c[q]], am[j]);
-        if (offset) y[q] = __fadd_rn(y[q], off);
-      }
-      store_vec<To, V>(out, base + j * 32 * V, n, aligned, y);
+      const int64_t e = tile * kTile + lo + j * 32 * V;
+      dequantize_vec<To, V, false>(load_codes<V>(codes, e, n, aligned), e < n ? __ldg(absmax + (e >> log2b)) : 0.0f,
+                                   tab, offset, off, out, e, n, aligned);
     }
   }
 }
@@ -298,16 +546,19 @@ __global__ void sub_offset_kernel(const float* __restrict__ x, int64_t n, const 
     out[i] = __fsub_rn(x[i], off);
 }
 
-__global__ void index_check_kernel(const uint4* __restrict__ index, int words, qi::LutShape shape,
+// Checks the kernels' lookup (the compact table, or lut_index when it does not build) against
+// closed_form on every float bit pattern.
+__global__ void index_check_kernel(const qi::Tables* __restrict__ gtab, qi::LutShape shape, Compact c,
                                    unsigned long long* bad) {
-  extern __shared__ uint4 smem[];
-  const qi::Tables& tab = load_index(smem, index, words);
-  const qi::LutEntry* lut = reinterpret_cast<const qi::LutEntry*>(&tab + 1);
+  extern __shared__ uint32_t smem[];
+  const Lookup L{reinterpret_cast<const float*>(smem), smem + 256, c, gtab, shape};
+  const bool compact = load_index(reinterpret_cast<float*>(smem), smem + 256, c, *gtab, shape);
   unsigned long long local = 0;
   const uint64_t stride = uint64_t(gridDim.x) * blockDim.x;
   for (uint64_t i = blockIdx.x * uint64_t(blockDim.x) + threadIdx.x; i < (uint64_t{1} << 32); i += stride) {
     const float x = __uint_as_float(static_cast<uint32_t>(i));
-    local += qi::lut_index(lut, shape, tab, x) != qi::closed_form(tab.code, tab.mid, x);
+    const uint32_t q = (compact ? lookup<true>(L, x) : lookup<false>(L, x)) & 0xFFu;
+    local += q != static_cast<uint32_t>(qi::closed_form(gtab->code, gtab->mid, x));
   }
   atomicAdd(bad, local);
 }
@@ -319,6 +570,16 @@ unsigned persistent_grid(K kernel, size_t smem, int64_t tiles) {
   OCTET_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   OCTET_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
   return static_cast<unsigned>(std::min<int64_t>(tiles, int64_t{sms} * std::max(per_sm, 1)));
+}
+
+// Dynamic shared memory of a kernel using load_index (the opt-in above 48 KiB set once).
+template <class K>
+size_t index_smem(K kernel, const Compact& c) {
+  const size_t bytes = 1024 + 4 * static_cast<size_t>(c.entries);
+  if (bytes > 48 * 1024)
+    OCTET_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 1024 + 4 * kMaxCompact));
+  return bytes;
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -342,11 +603,12 @@ template <class T, int B>
 void launch_quantize(const T* A, int64_t n, const QuantIndex& q, float* absmax, uint8_t* codes, T* fake,
                      cudaStream_t s) {
   const auto kernel = quantize_kernel<T, B>;
-  const size_t smem = static_cast<size_t>(q.bytes);
+  const Compact c = compact_shape(q.shape);
+  const size_t smem = index_smem(kernel, c);
   const bool aligned = aligned16(A) && aligned16(codes) && (!fake || aligned16(fake));
   const unsigned grid = persistent_grid(kernel, smem, (n + kTile - 1) / kTile);
-  kernel<<<grid, kThreads, smem, s>>>(A, n, static_cast<const uint4*>(q.data), q.bytes / 16, q.shape, absmax, codes,
-                                      fake, aligned);
+  kernel<<<grid, kThreads, smem, s>>>(A, n, static_cast<const qi::Tables*>(q.data), q.shape, c, absmax, codes, fake,
+                                      aligned);
   OCTET_LAUNCH_CHECK("quantize_kernel");
 }
 
@@ -456,7 +718,9 @@ uint64_t index_mismatches(const QuantIndex& q, cudaStream_t s) {
   int dev = 0, sms = 0;
   OCTET_CUDA_CHECK(cudaGetDevice(&dev));
   OCTET_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  index_check_kernel<<<sms * 8, kThreads, q.bytes, s>>>(static_cast<const uint4*>(q.data), q.bytes / 16, q.shape, bad);
+  const Compact c = compact_shape(q.shape);
+  const size_t smem = index_smem(index_check_kernel, c);
+  index_check_kernel<<<sms * 8, kThreads, smem, s>>>(static_cast<const qi::Tables*>(q.data), q.shape, c, bad);
   OCTET_LAUNCH_CHECK("index_check_kernel");
   unsigned long long host = 0;
   OCTET_CUDA_CHECK(cudaMemcpyAsync(&host, bad, sizeof host, cudaMemcpyDeviceToHost, s));
