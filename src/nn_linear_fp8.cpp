@@ -74,9 +74,12 @@ Tensor LinearFP8::forward(const Tensor& x) {
   out_shape.push_back(n);
   const Device dev = weight.device();
   const bool fp8 = dev.is_cpu() || crossover_macs <= 0 ||
-                   (fp8_tensor_cores(dev.index) && rows * n * k >= crossover_macs);
+                   (rows * n * k >= crossover_macs && fp8_tensor_cores(dev.index));
   last_fp8_ = fp8;
-  if (!fp8) return linear(x.reshape({rows, k}), weight, bias).reshape(out_shape);
+  if (!fp8) {  // below the crossover: exactly nn::Linear's forward (no extra reshape nodes for 2-D/3-D x)
+    if (x.dim() == 2 || x.dim() == 3) return linear(x, weight, bias);
+    return linear(x.reshape({rows, k}), weight, bias).reshape(out_shape);
+  }
 
   const bool need_gx = autograd::needs_grad({x}), need_gw = autograd::needs_grad({weight});
   const bool need_gb = bias.defined() && autograd::needs_grad({bias});
