@@ -200,6 +200,11 @@ TEST_CASE("corrupt safetensors files are rejected with a message") {
   std::string rank65 = R"({"a": {"dtype": "U8", "shape": [1)";
   for (int i = 1; i < 65; ++i) rank65 += ", 1";
   CHECK(load_error(rank65 + R"(], "data_offsets": [0, 1]}})", 1).find("65 dimensions (at most 64)") != std::string::npos);
+  // Deep nesting (parsing and freeing must not recurse on the stack).
+  CHECK(load_error(std::string(200000, '[') + std::string(200000, ']'), 0).find("not a JSON object") != std::string::npos);
+  std::string deep = "{\"__metadata__\": ";
+  for (int i = 0; i < 100000; ++i) deep += "{\"k\": ";
+  CHECK(load_error(deep + "1" + std::string(100001, '}'), 0).find("__metadata__ entry 'k' is not a string") != std::string::npos);
   // Control bytes in names are escaped, long names cut.
   CHECK(load_error("{\"x\\u0001" + std::string(300, 'n') + "\": 1}", 0).find("tensor 'x\\x01nnn") != std::string::npos);
   CHECK(load_error("{\"" + std::string(300, 'n') + "\": 1}", 0).find("nnn...'") != std::string::npos);
