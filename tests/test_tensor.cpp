@@ -111,3 +111,17 @@ OCTET_CUDA_TEST("device round trip and cross-device copy_") {
   synchronize(Device::cuda(0));
   CHECK(memory_stats(0).used <= before.used + 4096);
 }
+
+OCTET_CUDA_TEST("out of memory raises octet::Error with the sizes and leaks nothing") {
+  synchronize(Device::cuda(0));
+  const MemoryStats before = memory_stats(0);
+  const int64_t huge = int64_t{1} << 48;  // 256 TiB of f32: no GPU has it
+  CHECK_THROWS_WITH_AS(Tensor::empty({huge}, DType::f32, Device::cuda(0)), doctest::Contains("out of memory on cuda:0: asked for"), Error);
+  CHECK_THROWS_WITH_AS(Tensor::empty({huge}, DType::f32, Device::cuda(0)), doctest::Contains("bytes free of"), Error);
+  synchronize(Device::cuda(0));
+  const MemoryStats after = memory_stats(0);
+  CHECK(after.used == before.used);
+  // the device still works afterwards
+  Tensor t = Tensor::full({1000}, 2.0, DType::f32, Device::cuda(0));
+  CHECK(sum(t).item() == 2000.0);
+}
