@@ -1,7 +1,10 @@
 // Core ops against f64 references on fresh random inputs, all float dtypes, odd and zero sizes;
 // CPU against CUDA; determinism of reductions; matmul against an f64 CPU reference.
+#include <cuda_runtime_api.h>
+
 #include <cmath>
 
+#include "src/gemm.hpp"
 #include "tests/helpers.hpp"
 
 using namespace octet;
@@ -268,3 +271,32 @@ OCTET_CUDA_TEST("axpy_: CPU and CUDA give the same bits") {
                        doctest::Contains("axpy_: argument 'x': expected a tensor on cuda:0"), Error);
 }
 
+// --- initcheck probes (tools/gpu-check --full runs each alone under compute-sanitizer initcheck) ---
+// initcheck reports "Uninitialized __global__ memory read" when some GEMM outputs are copied back.
+// These two cases tell whether that is initcheck not seeing cuBLAS's stores (e.g. TMA bulk stores):
+// each runs one cuBLAS GEMM (detail::gemm_into, as matmul and linear do) per dtype and copies the
+// output back to the host. In A the output was never written before the GEMM; in B it was set by
+// cudaMemsetAsync (0xFF bytes: NaN) first. Both check every value against the CPU, so cuBLAS wrote
+// every element in both. Reports in A and none in B: initcheck misses cuBLAS's stores, and its
+// reports on cuBLAS-written outputs are false positives. The outputs are allocated before anything
+// else, so that A's are fresh memory, not a freed block the pool hands out again.
+namespace {
+void initcheck_probe(bool memset_first) {
+  const Device g = Device::cuda(0);
+  const int64_t m = 256, k = 512, n = 384;  // large enough for cuBLAS's tensor-core kernels
+  const DType types[] = {DType::f32, DType::f16, DType::bf16};
+  std::vector<Tensor> outs;
+  for (DType t : types) outs.push_back(Tensor::empty({m, n}, t, g));
+  for (size_t i = 0; i < outs.size(); ++i) {
+    CAPTURE(dtype_name(types[i]));
+    if (memset_first) REQUIRE(cudaMemsetAsync(outs[i].data(), 0xFF, outs[i].nbytes(), current_stream(0)) == cudaSuccess);
+    const Tensor a = randn({m, k}, DType::f64).to(types[i]), b = randn({k, n}, DType::f64).to(types[i]);
+    detail::gemm_into(a.to(g), b.to(g), outs[i], m, k, n);
+    const Tensor ref = matmul(a.to(DType::f64), b.to(DType::f64));
+    CHECK(test::rel_error(outs[i].to(Device::cpu()).to(DType::f64), ref) < (types[i] == DType::f32 ? 1e-5 : 1e-2));
+  }
+}
+}  // namespace
+
+OCTET_CUDA_TEST("initcheck probe A: cuBLAS GEMM into a fresh output") { initcheck_probe(false); }
+OCTET_CUDA_TEST("initcheck probe B: cuBLAS GEMM into an output set by cudaMemsetAsync") { initcheck_probe(true); }
