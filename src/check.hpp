@@ -19,5 +19,8 @@ void shape_is(std::string_view op, std::string_view arg, const Tensor& t, const 
 void dim_in(std::string_view op, std::string_view arg, const Tensor& t, int64_t lo, int64_t hi);
 // The device exists on this machine (cuda:N with N < cuda_device_count()).
 void usable(std::string_view op, Device device);
+// The element count of a new tensor: dtype one of the enumerators, sizes non-negative, and the
+// byte count at most 2^63 - 1 (nothing wraps around); throws naming `op` otherwise.
+int64_t numel_of(std::string_view op, const Shape& shape, DType dtype);
 
 }  // namespace octet::check

@@ -37,9 +37,8 @@ Tensor generate(const char* op, const Shape& shape, DType dtype, Device device, 
   check::usable(op, device);
   if (dtype != DType::f32 && dtype != DType::f64 && dtype != DType::f16 && dtype != DType::bf16)
     fail_arg(op, "dtype", "f32, f64, f16 or bf16", dtype_name(dtype));
-  for (int64_t d : shape) if (d < 0) fail_arg(op, "shape", "non-negative sizes", shape_str(shape));
   const DType gen_t = dtype == DType::f64 ? DType::f64 : DType::f32;
-  const int64_t n = shape_numel(shape);
+  const int64_t n = check::numel_of(op, shape, gen_t);  // the f32/f64 draws of an f16/bf16 tensor fit too
   const int64_t drawn = (n + 1) / 2 * 2;  // normal generation needs an even count
   Tensor buf = Tensor::empty({drawn}, gen_t, device);
   if (n > 0) {

@@ -69,6 +69,7 @@ void set_current_stream(int device_index, cudaStream_t stream) {
 
 void synchronize(Device device) {
   if (device.is_cpu()) return;
+  check_index("synchronize", device.index);
   OCTET_CUDA_CHECK(cudaStreamSynchronize(current_stream(device.index)));
 }
 

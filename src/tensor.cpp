@@ -24,8 +24,12 @@ std::string shape_str(const Shape& s) {
 }
 
 int64_t shape_numel(const Shape& s) {
+  for (int64_t d : s)
+    if (d == 0) return 0;
   int64_t n = 1;
-  for (int64_t d : s) n *= d;
+  for (int64_t d : s)
+    if (__builtin_mul_overflow(n, d, &n))
+      fail_arg("shape_numel", "shape", "at most 2^63 - 1 elements", shape_str(s));
   return n;
 }
 
@@ -93,22 +97,33 @@ void dim_in(std::string_view op, std::string_view arg, const Tensor& t, int64_t 
 
 void usable(std::string_view op, Device device) { detail::require_device(op, device); }
 
+int64_t numel_of(std::string_view op, const Shape& shape, DType dtype) {
+  const size_t elem = dtype_size(dtype);
+  if (elem == 0) fail_arg(op, "dtype", "one of the DType enumerators", cat("the value ", static_cast<int>(dtype)));
+  for (int64_t d : shape)
+    if (d < 0) fail_arg(op, "shape", "non-negative sizes", shape_str(shape));
+  for (int64_t d : shape)
+    if (d == 0) return 0;
+  int64_t n = 1, bytes = 0;
+  for (int64_t d : shape)
+    if (__builtin_mul_overflow(n, d, &n)) n = -1;
+  if (n < 0 || __builtin_mul_overflow(n, static_cast<int64_t>(elem), &bytes))
+    fail_arg(op, "shape", cat("at most 2^63 - 1 bytes of ", dtype_name(dtype)), cat(shape_str(shape), ", more than that"));
+  return n;
+}
+
 }  // namespace check
 
 namespace {
 
-void check_shape(std::string_view op, const Shape& shape) {
-  for (int64_t d : shape)
-    if (d < 0) fail_arg(op, "shape", "non-negative sizes", shape_str(shape));
-}
-
-Tensor make(const Shape& shape, DType dtype, Device device) {
-  check_shape("Tensor::empty", shape);
-  check::usable("Tensor::empty", device);
+// A new tensor; `op` is the public function the shape, dtype and device were given to.
+Tensor make(std::string_view op, const Shape& shape, DType dtype, Device device) {
+  const int64_t n = check::numel_of(op, shape, dtype);
+  check::usable(op, device);
   auto impl = std::make_shared<TensorImpl>();
   impl->shape = shape;
   impl->dtype = dtype;
-  impl->storage = std::make_shared<Storage>(static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype), device);
+  impl->storage = std::make_shared<Storage>(static_cast<size_t>(n) * dtype_size(dtype), device);
   return Tensor(std::move(impl));
 }
 
@@ -134,24 +149,32 @@ void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size
 
 }  // namespace
 
-Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) { return make(shape, dtype, device); }
+Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) { return make("Tensor::empty", shape, dtype, device); }
 
-Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) { return full(shape, 0.0, dtype, device); }
-
-Tensor Tensor::ones(const Shape& shape, DType dtype, Device device) { return full(shape, 1.0, dtype, device); }
-
-Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device) {
-  Tensor t = make(shape, dtype, device);
+namespace {
+Tensor filled(std::string_view op, const Shape& shape, double value, DType dtype, Device device) {
+  Tensor t = make(op, shape, dtype, device);
   t.fill_(value);
   return t;
 }
+}  // namespace
 
+Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) { return filled("Tensor::zeros", shape, 0.0, dtype, device); }
+
+Tensor Tensor::ones(const Shape& shape, DType dtype, Device device) { return filled("Tensor::ones", shape, 1.0, dtype, device); }
+
+Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device) {
+  return filled("Tensor::full", shape, value, dtype, device);
+}
+
+// from_vector (the usual caller) names the op in the messages of the shape and count checks.
 Tensor Tensor::from_host(const void* data, size_t count, DType dtype, const Shape& shape, Device device) {
-  check_shape("Tensor::from_vector", shape);
-  if (static_cast<int64_t>(count) != shape_numel(shape))
-    fail_arg("Tensor::from_vector", "values", cat(shape_numel(shape), " values for shape ", shape_str(shape)),
-             cat(count, " values"));
-  Tensor t = make(shape, dtype, device);
+  const int64_t n = check::numel_of("Tensor::from_vector", shape, dtype);
+  if (count != static_cast<uint64_t>(n))
+    fail_arg("Tensor::from_vector", "values", cat(n, " values for shape ", shape_str(shape)), cat(count, " values"));
+  if (count > 0 && data == nullptr)
+    fail_arg("Tensor::from_host", "data", cat("a pointer to ", count, " values"), "a null pointer");
+  Tensor t = make("Tensor::from_vector", shape, dtype, device);
   copy_bytes(t.data(), device, data, Device::cpu(), t.nbytes());
   return t;
 }
@@ -162,6 +185,7 @@ const Shape& Tensor::shape() const {
 }
 
 int64_t Tensor::size(int64_t d) const {
+  check::defined("Tensor::size", "self", *this);
   const int64_t nd = dim();
   if (d < -nd || d >= nd) fail_arg("Tensor::size", "d", cat("a dimension in [", -nd, ", ", nd, ")"), cat(d));
   return impl_->shape[static_cast<size_t>(d < 0 ? d + nd : d)];
@@ -196,7 +220,7 @@ Tensor Tensor::to(Device device) const {
   check::defined("Tensor::to", "self", *this);
   if (device == this->device()) return *this;
   check::usable("Tensor::to", device);
-  Tensor out = make(shape(), dtype(), device);
+  Tensor out = make("Tensor::to", shape(), dtype(), device);
   copy_bytes(out.data(), device, data(), this->device(), nbytes());
   if (autograd::needs_grad({*this})) {
     const Device from = this->device();
@@ -208,7 +232,7 @@ Tensor Tensor::to(Device device) const {
 Tensor Tensor::to(DType dtype) const {
   check::defined("Tensor::to", "self", *this);
   if (dtype == this->dtype()) return *this;
-  Tensor out = make(shape(), dtype, device());
+  Tensor out = make("Tensor::to", shape(), dtype, device());
   if (device().is_cpu()) {
     cpu::convert(data(), this->dtype(), out.data(), dtype, numel());
   } else {
@@ -237,6 +261,7 @@ Tensor Tensor::reshape(const Shape& new_shape) const {
   check::defined("Tensor::reshape", "self", *this);
   Shape s = new_shape;
   int64_t known = 1, infer = -1;
+  bool overflow = false;
   for (size_t i = 0; i < s.size(); ++i) {
     if (s[i] == -1) {
       if (infer >= 0) fail_arg("Tensor::reshape", "shape", "at most one -1", shape_str(new_shape));
@@ -244,8 +269,15 @@ Tensor Tensor::reshape(const Shape& new_shape) const {
     } else if (s[i] < 0) {
       fail_arg("Tensor::reshape", "shape", "non-negative sizes or one -1", shape_str(new_shape));
     } else {
-      known *= s[i];
+      overflow |= __builtin_mul_overflow(known, s[i], &known);
     }
+  }
+  // A product past 2^63 - 1 is no tensor's element count, unless a size of 0 makes it 0.
+  if (overflow) {
+    bool has_zero = false;
+    for (int64_t d : s) has_zero |= d == 0;
+    if (has_zero) known = 0;
+    else fail_arg("Tensor::reshape", "shape", cat("a shape with ", numel(), " elements"), shape_str(new_shape));
   }
   if (infer >= 0) {
     if (known == 0 || numel() % known != 0)
@@ -271,7 +303,7 @@ Tensor Tensor::reshape(const Shape& new_shape) const {
 Tensor Tensor::t() const {
   check::dim_in("Tensor::t", "self", *this, 2, 2);
   const int64_t rows = shape()[0], cols = shape()[1];
-  Tensor out = make({cols, rows}, dtype(), device());
+  Tensor out = make("Tensor::t", {cols, rows}, dtype(), device());
   if (device().is_cpu()) {
     cpu::transpose2d(data(), out.data(), rows, cols, dtype_size(dtype()));
   } else {
@@ -285,7 +317,7 @@ Tensor Tensor::t() const {
 
 Tensor Tensor::clone() const {
   check::defined("Tensor::clone", "self", *this);
-  Tensor out = make(shape(), dtype(), device());
+  Tensor out = make("Tensor::clone", shape(), dtype(), device());
   copy_bytes(out.data(), device(), data(), device(), nbytes());
   if (autograd::needs_grad({*this}))
     autograd::record("clone", {*this}, out, [](const Tensor& g) { return std::vector<Tensor>{g}; });
@@ -331,6 +363,11 @@ Tensor Tensor::grad() const {
 
 void Tensor::set_grad(const Tensor& g) {
   check::defined("Tensor::set_grad", "self", *this);
+  if (g.defined()) {  // an undefined g drops the gradient
+    check::shape_is("Tensor::set_grad", "grad", g, shape());
+    check::dtype_is("Tensor::set_grad", "grad", g, dtype());
+    check::device_is("Tensor::set_grad", "grad", g, device());
+  }
   impl_->grad = g.impl_ptr();
 }
 

@@ -56,6 +56,22 @@ Tensor poisoned(const Shape& shape, DType dtype, Device device) {
   return host.to(device);
 }
 
+bool large_enabled(const char* needs) {
+  const char* env = std::getenv("OCTET_LARGE");
+  if (env && std::string(env) == "1") return true;
+  MESSAGE("not run: set OCTET_LARGE=1 (needs " << needs << ")");
+  return false;
+}
+
+Tensor view(const Tensor& t, int64_t offset, int64_t len) {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = t.impl()->storage;
+  impl->dtype = t.dtype();
+  impl->shape = {len};
+  impl->offset = t.impl()->offset + offset;
+  return Tensor(impl);
+}
+
 std::vector<double> values(const Tensor& t) { return t.to_vector<double>(); }
 
 double max_abs_diff(const Tensor& a, const Tensor& b) {

@@ -23,6 +23,11 @@ const Tensor& golden(const std::string& name);
 // A tensor whose every byte is 0xFF (NaN for floats, 255 for codes): outputs that an op leaves
 // unwritten stay visibly wrong.
 Tensor poisoned(const Shape& shape, DType dtype, Device device);
+// The cases on more than 2^31 elements run only with OCTET_LARGE=1 (tools/gpu-check --large);
+// otherwise this says so, with what the case needs, and returns false.
+bool large_enabled(const char* needs);
+// A 1-D view of len elements of t starting at element offset (shares storage; may be unaligned).
+Tensor view(const Tensor& t, int64_t offset, int64_t len);
 // Values as f64 on the host.
 std::vector<double> values(const Tensor& t);
 // max |a - b| over elements (NaN if shapes differ or any NaN mismatch).

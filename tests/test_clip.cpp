@@ -39,14 +39,9 @@ float f32(const Tensor& scalar) { return scalar.to_vector<float>()[0]; }
 // not a multiple of 16 bytes).
 Tensor shifted(const Tensor& src, int64_t shift) {
   Tensor buf = Tensor::zeros({src.numel() + shift}, src.dtype(), src.device());
-  auto impl = std::make_shared<TensorImpl>();
-  impl->storage = buf.impl()->storage;
-  impl->shape = src.shape();
-  impl->dtype = src.dtype();
-  impl->offset = shift;
-  Tensor view(std::move(impl));
-  view.copy_(src);
-  return view;
+  Tensor v = test::view(buf, shift, src.numel()).reshape(src.shape());
+  v.copy_(src);
+  return v;
 }
 
 double sum_squares(const Tensor& g) {
@@ -451,6 +446,67 @@ OCTET_CUDA_TEST("percentile_clipping errors: devices") {
   state.result.gnorm = Tensor::zeros({});
   CHECK_THROWS_WITH_AS(percentile_clipping(g, state), doctest::Contains("argument 'state.result.gnorm'"), Error);
   CHECK_THROWS_WITH_AS(scale_by_(g, Tensor::ones({})), doctest::Contains("argument 'scale': expected a tensor on cuda:0"), Error);
+}
+
+// --- a structured gradient with an exact norm; more than 2^31 elements --------------------------
+// grad has n = low + 40961 elements, 3 elements into its allocation (misaligned: scalar head,
+// 16-byte packs, partial last tile, scalar tail): 1 below element low, 8 from there on, 1024 last.
+// Every per-thread f32 accumulator and the f64 combination then hold integers below 2^24 and 2^53,
+// so the squared norm is exactly S = low + 64 (40961 - 1) + 2^20 and gnorm is exactly
+// sqrtf(float(S)). With low = 2^31, elements past 2^31 that were skipped, read twice or read from
+// below 2^31 would move S by at least 63 * 40960 (or 2^20 for the last one), far more than
+// float(S)'s rounding (128). With the history at float(S) / 4, step 2 gives scale exactly 0.5;
+// scale_by_ then halves every element exactly (checked on slices at the start, across element low
+// and at the end, and in full by the norm of the result, exactly S / 4, through the ClipState form).
+void structured_norm(Device d, int64_t low) {
+  const int64_t n = low + 40961;
+  const double S = double(low) + 64.0 * double(n - low - 1) + 1048576.0;
+  const float sf = static_cast<float>(S), gnorm = std::sqrt(sf);
+  for (DType t : {DType::f32, DType::bf16}) {
+    CAPTURE(dtype_name(t));
+    Tensor grad;
+    {
+      const Tensor buf = Tensor::empty({n + 3}, t, d);
+      grad = test::view(buf, 3, n);
+    }
+    grad.fill_(1.0);
+    test::view(grad, low, n - low).fill_(8.0);
+    test::view(grad, n - 1, 1).fill_(1024.0);
+
+    Tensor vec = Tensor::full({100}, sf / 4, DType::f32, d);
+    const ClipResult r = percentile_clipping(grad, vec, 2, 5);
+    CHECK(f32(r.gnorm) == gnorm);
+    CHECK(f32(r.clip_value) == gnorm / 2);
+    CHECK(f32(r.scale) == 0.5f);
+    std::vector<float> hist(100, sf / 4);
+    hist[2] = sf;
+    CHECK(vec.to_vector<float>() == hist);
+
+    scale_by_(grad, r.scale);
+    struct Slice { int64_t off, len; };
+    for (Slice sl : {Slice{0, 5000}, Slice{low - 3000, 6000}, Slice{n - 5000, 5000}}) {
+      CAPTURE(sl.off);
+      const auto got = test::view(grad, sl.off, sl.len).to_vector<float>();
+      int64_t bad = 0;
+      for (int64_t i = 0; i < sl.len; ++i) {
+        const int64_t at = sl.off + i;
+        bad += got[static_cast<size_t>(i)] != (at == n - 1 ? 512.0f : at >= low ? 4.0f : 0.5f);
+      }
+      CHECK(bad == 0);
+    }
+    ClipState state = ClipState::create(d);
+    percentile_clipping(grad, state, 5);
+    CHECK(f32(state.result.gnorm) == gnorm / 2);
+    CHECK(f32(state.result.scale) == 1.0f);
+    CHECK(state.step.item() == 2);
+  }
+}
+void structured_norm_small(Device d) { structured_norm(d, int64_t{1} << 20); }
+OCTET_TEST_BOTH("percentile_clipping and scale_by_ on a structured gradient of 2^20 + 40961 elements: exact norm", structured_norm_small)
+
+OCTET_CUDA_TEST("percentile_clipping and scale_by_ on 2^31 + 40961 elements (OCTET_LARGE=1)") {
+  if (!test::large_enabled("about 9 GB of GPU memory")) return;
+  structured_norm(Device::cuda(0), int64_t{1} << 31);
 }
 
 }  // namespace

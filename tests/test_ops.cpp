@@ -1,7 +1,10 @@
 // Core ops against f64 references on fresh random inputs, all float dtypes, odd and zero sizes;
 // CPU against CUDA; determinism of reductions; matmul against an f64 CPU reference.
+#include <cuda_runtime_api.h>
+
 #include <cmath>
 
+#include "src/gemm.hpp"
 #include "tests/helpers.hpp"
 
 using namespace octet;
@@ -147,6 +150,73 @@ TEST_CASE("op argument errors") {
   CHECK_THROWS_AS(sum(Tensor()), Error);
 }
 
+// Every op of ops.hpp, whole messages: "<op>: argument '<arg>': expected <what>, got <what>".
+TEST_CASE("op argument errors: every op, whole messages") {
+  const Tensor a = Tensor::zeros({2, 3}), b = Tensor::zeros({3, 2}), u;
+  const Tensor i = Tensor::zeros({2, 3}, DType::i32), a64 = Tensor::zeros({2, 3}, DType::f64);
+  const std::string not_float = "expected dtype f32, f64, f16 or bf16, got dtype ";
+  const std::string undefined = "expected a defined tensor, got an undefined (default-constructed) tensor";
+  auto msg = [](const std::string& s) { return doctest::String(s.c_str()); };
+  // the binary ops: a is checked first (dtype), then b against a (dtype, device, shape)
+  for (auto* op : {&add, &sub, &mul}) {
+    const std::string name = op == &add ? "add" : op == &sub ? "sub" : "mul";
+    CAPTURE(name);
+    CHECK_THROWS_WITH_AS((*op)(a, b), msg(name + ": argument 'b': expected shape (2, 3), got shape (3, 2)"), Error);
+    CHECK_THROWS_WITH_AS((*op)(a, a64), msg(name + ": argument 'b': expected dtype f32, got dtype f64"), Error);
+    CHECK_THROWS_WITH_AS((*op)(i, i), msg(name + ": argument 'a': " + not_float + "i32"), Error);
+    CHECK_THROWS_WITH_AS((*op)(u, a), msg(name + ": argument 'a': " + undefined), Error);
+    CHECK_THROWS_WITH_AS((*op)(a, u), msg(name + ": argument 'b': " + undefined), Error);
+  }
+  CHECK_THROWS_WITH_AS(mse_loss(a, b), "mse_loss: argument 'target': expected shape (2, 3), got shape (3, 2)", Error);
+  CHECK_THROWS_WITH_AS(mse_loss(a, a64), "mse_loss: argument 'target': expected dtype f32, got dtype f64", Error);
+  CHECK_THROWS_WITH_AS(mse_loss(i, i), msg("mse_loss: argument 'pred': " + not_float + "i32"), Error);
+  CHECK_THROWS_WITH_AS(mse_loss(a, u), msg("mse_loss: argument 'target': " + undefined), Error);
+  // the unary ops and reductions take one argument 'x'
+  const Tensor u8 = Tensor::zeros({4}, DType::u8), e4 = Tensor::zeros({4}, DType::f8_e4m3);
+  CHECK_THROWS_WITH_AS(scale(i, 2.0), msg("scale: argument 'x': " + not_float + "i32"), Error);
+  CHECK_THROWS_WITH_AS(scale(u, 2.0), msg("scale: argument 'x': " + undefined), Error);
+  CHECK_THROWS_WITH_AS(abs(u8), msg("abs: argument 'x': " + not_float + "u8"), Error);
+  CHECK_THROWS_WITH_AS(abs(u), msg("abs: argument 'x': " + undefined), Error);
+  CHECK_THROWS_WITH_AS(gelu(e4), msg("gelu: argument 'x': " + not_float + "f8_e4m3"), Error);
+  CHECK_THROWS_WITH_AS(gelu(Tensor::zeros({2}, DType::i64)), msg("gelu: argument 'x': " + not_float + "i64"), Error);
+  CHECK_THROWS_WITH_AS(gelu(u), msg("gelu: argument 'x': " + undefined), Error);
+  CHECK_THROWS_WITH_AS(sum(u), msg("sum: argument 'x': " + undefined), Error);
+  CHECK_THROWS_WITH_AS(sum(u8), msg("sum: argument 'x': " + not_float + "u8"), Error);
+  CHECK_THROWS_WITH_AS(mean(Tensor::zeros({2}, DType::f8_e5m2)), msg("mean: argument 'x': " + not_float + "f8_e5m2"), Error);
+  CHECK_THROWS_WITH_AS(mean(u), msg("mean: argument 'x': " + undefined), Error);
+  CHECK_THROWS_WITH_AS(max_abs(i), msg("max_abs: argument 'x': " + not_float + "i32"), Error);
+  CHECK_THROWS_WITH_AS(sum_rows(Tensor::zeros({})), "sum_rows: argument 'x': expected 1 to 8 dimensions, got 0 dimensions, shape ()", Error);
+  CHECK_THROWS_WITH_AS(sum_rows(Tensor::zeros({1, 1, 1, 1, 1, 1, 1, 1, 1})), "sum_rows: argument 'x': expected 1 to 8 dimensions, got 9 dimensions, shape (1, 1, 1, 1, 1, 1, 1, 1, 1)", Error);
+  CHECK_THROWS_WITH_AS(sum_rows(i), msg("sum_rows: argument 'x': " + not_float + "i32"), Error);
+  CHECK_THROWS_WITH_AS(sum_rows(u), msg("sum_rows: argument 'x': " + undefined), Error);
+  // bias, matmul and linear arguments beyond the ones of "op argument errors"
+  CHECK_THROWS_WITH_AS(add_bias(a, Tensor::zeros({3}, DType::f64)), "add_bias: argument 'bias': expected dtype f32, got dtype f64", Error);
+  CHECK_THROWS_WITH_AS(add_bias(Tensor::zeros({}), Tensor::zeros({1})), "add_bias: argument 'x': expected 1 to 8 dimensions, got 0 dimensions, shape ()", Error);
+  CHECK_THROWS_WITH_AS(add_bias(a, u), msg("add_bias: argument 'bias': " + undefined), Error);
+  CHECK_THROWS_WITH_AS(matmul(i, i), msg("matmul: argument 'a': " + not_float + "i32"), Error);
+  CHECK_THROWS_WITH_AS(matmul(a, b.to(DType::f16)), "matmul: argument 'b': expected dtype f32, got dtype f16", Error);
+  CHECK_THROWS_WITH_AS(matmul(a, a), "matmul: argument 'b': expected shape (3, N) to match a (2, 3), got shape (2, 3)", Error);
+  CHECK_THROWS_WITH_AS(linear(a, Tensor::zeros({4, 3}), Tensor::zeros({4}, DType::bf16)), "linear: argument 'bias': expected dtype f32, got dtype bf16", Error);
+  CHECK_THROWS_WITH_AS(linear(a, u), msg("linear: argument 'weight': " + undefined), Error);
+  CHECK_THROWS_WITH_AS(axpy_(u, 1.0, a), msg("axpy_: argument 'y': " + undefined), Error);
+  CHECK_THROWS_WITH_AS(axpy_(a, 1.0, u), msg("axpy_: argument 'x': " + undefined), Error);
+}
+
+OCTET_CUDA_TEST("op argument errors: operands on two devices") {
+  const Tensor c = Tensor::zeros({2, 3}), g = Tensor::zeros({2, 3}, DType::f32, Device::cuda(0));
+  const std::string on = "expected a tensor on cpu, got a tensor on cuda:0";
+  auto msg = [](const std::string& s) { return doctest::String(s.c_str()); };
+  CHECK_THROWS_WITH_AS(add(c, g), msg("add: argument 'b': " + on), Error);
+  CHECK_THROWS_WITH_AS(sub(c, g), msg("sub: argument 'b': " + on), Error);
+  CHECK_THROWS_WITH_AS(mul(c, g), msg("mul: argument 'b': " + on), Error);
+  CHECK_THROWS_WITH_AS(mse_loss(c, g), msg("mse_loss: argument 'target': " + on), Error);
+  CHECK_THROWS_WITH_AS(matmul(c, Tensor::zeros({3, 2}, DType::f32, Device::cuda(0))), msg("matmul: argument 'b': " + on), Error);
+  CHECK_THROWS_WITH_AS(linear(c, Tensor::zeros({4, 3}, DType::f32, Device::cuda(0))), msg("linear: argument 'weight': " + on), Error);
+  CHECK_THROWS_WITH_AS(linear(c, Tensor::zeros({4, 3}), Tensor::zeros({4}, DType::f32, Device::cuda(0))), msg("linear: argument 'bias': " + on), Error);
+  CHECK_THROWS_WITH_AS(add_bias(c, Tensor::zeros({3}, DType::f32, Device::cuda(0))), msg("add_bias: argument 'bias': " + on), Error);
+  CHECK_THROWS_WITH_AS(axpy_(c, 1.0, g), msg("axpy_: argument 'x': " + on), Error);
+}
+
 OCTET_CUDA_TEST("CPU and CUDA agree on the core ops") {
   const Device g = Device::cuda(0);
   Tensor a = randn({129, 65}), b = randn({65, 31}), c = randn({129, 65});
@@ -200,3 +270,33 @@ OCTET_CUDA_TEST("axpy_: CPU and CUDA give the same bits") {
   CHECK_THROWS_WITH_AS(axpy_(Tensor::zeros({2}, DType::f32, Device::cuda(0)), 1.0, Tensor::zeros({2})),
                        doctest::Contains("axpy_: argument 'x': expected a tensor on cuda:0"), Error);
 }
+
+// --- initcheck probes (tools/gpu-check --full runs each alone under compute-sanitizer initcheck) ---
+// initcheck reports "Uninitialized __global__ memory read" when some GEMM outputs are copied back.
+// These two cases tell whether that is initcheck not seeing cuBLAS's stores (e.g. TMA bulk stores):
+// each runs one cuBLAS GEMM (detail::gemm_into, as matmul and linear do) per dtype and copies the
+// output back to the host. In A the output was never written before the GEMM; in B it was set by
+// cudaMemsetAsync (0xFF bytes: NaN) first. Both check every value against the CPU, so cuBLAS wrote
+// every element in both. Reports in A and none in B: initcheck misses cuBLAS's stores, and its
+// reports on cuBLAS-written outputs are false positives. The outputs are allocated before anything
+// else, so that A's are fresh memory, not a freed block the pool hands out again.
+namespace {
+void initcheck_probe(bool memset_first) {
+  const Device g = Device::cuda(0);
+  const int64_t m = 256, k = 512, n = 384;  // large enough for cuBLAS's tensor-core kernels
+  const DType types[] = {DType::f32, DType::f16, DType::bf16};
+  std::vector<Tensor> outs;
+  for (DType t : types) outs.push_back(Tensor::empty({m, n}, t, g));
+  for (size_t i = 0; i < outs.size(); ++i) {
+    CAPTURE(dtype_name(types[i]));
+    if (memset_first) REQUIRE(cudaMemsetAsync(outs[i].data(), 0xFF, outs[i].nbytes(), current_stream(0)) == cudaSuccess);
+    const Tensor a = randn({m, k}, DType::f64).to(types[i]), b = randn({k, n}, DType::f64).to(types[i]);
+    detail::gemm_into(a.to(g), b.to(g), outs[i], m, k, n);
+    const Tensor ref = matmul(a.to(DType::f64), b.to(DType::f64));
+    CHECK(test::rel_error(outs[i].to(Device::cpu()).to(DType::f64), ref) < (types[i] == DType::f32 ? 1e-5 : 1e-2));
+  }
+}
+}  // namespace
+
+OCTET_CUDA_TEST("initcheck probe A: cuBLAS GEMM into a fresh output") { initcheck_probe(false); }
+OCTET_CUDA_TEST("initcheck probe B: cuBLAS GEMM into an output set by cudaMemsetAsync") { initcheck_probe(true); }

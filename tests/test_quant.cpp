@@ -180,15 +180,7 @@ std::vector<float> random_floats(size_t count, uint32_t seed) {
 
 Tensor host_tensor(const std::vector<float>& v, DType t = DType::f32) { return Tensor::from_vector(v).to(t); }
 
-// A 1-D view of len elements of t starting at element offset (shares storage; may be unaligned).
-Tensor view(const Tensor& t, int64_t offset, int64_t len) {
-  auto impl = std::make_shared<TensorImpl>();
-  impl->storage = t.impl()->storage;
-  impl->dtype = t.dtype();
-  impl->shape = {len};
-  impl->offset = t.impl()->offset + offset;
-  return Tensor(impl);
-}
+using test::view;
 
 }  // namespace
 
@@ -938,11 +930,7 @@ OCTET_CUDA_TEST("kernels write every output element (poisoned buffers) and handl
 // ================================ more than 2^31 elements ================================
 
 OCTET_CUDA_TEST("quantize_blockwise, quantize and dequantize on 2^31 + 13288 elements (OCTET_LARGE=1)") {
-  const char* env = std::getenv("OCTET_LARGE");
-  if (!env || std::string(env) != "1") {
-    MESSAGE("not run: set OCTET_LARGE=1 (needs about 12 GB of GPU memory)");
-    return;
-  }
+  if (!test::large_enabled("about 12 GB of GPU memory")) return;
   const Device cuda = Device::cuda(0);
   const int64_t n = (int64_t{1} << 31) + 3 * 4096 + 1000;  // a partial last block
   manual_seed(9);

@@ -92,6 +92,97 @@ TEST_CASE("tensor errors name the op and argument") {
   }
 }
 
+// Every public Tensor/Device/runtime function that takes an argument it can reject: the whole
+// message, "<op>: argument '<arg>': expected <what>, got <what>", is required.
+TEST_CASE("tensor errors: every function, whole messages") {
+  const std::string undefined = ": argument 'self': expected a defined tensor, got an undefined (default-constructed) tensor";
+  const Tensor u;
+  CHECK_THROWS_WITH_AS(Tensor::full({2, -3}, 1.0), "Tensor::full: argument 'shape': expected non-negative sizes, got (2, -3)", Error);
+  CHECK_THROWS_WITH_AS(Tensor::zeros({-1}), "Tensor::zeros: argument 'shape': expected non-negative sizes, got (-1,)", Error);
+  CHECK_THROWS_WITH_AS(Tensor::ones({-4}), "Tensor::ones: argument 'shape': expected non-negative sizes, got (-4,)", Error);
+  CHECK_THROWS_WITH_AS(Tensor::empty({2}, static_cast<DType>(99)), "Tensor::empty: argument 'dtype': expected one of the DType enumerators, got the value 99", Error);
+  // sizes whose element or byte count does not fit in int64 (they used to wrap around)
+  const int64_t big = int64_t{1} << 32;
+  CHECK_THROWS_WITH_AS(Tensor::empty({big, big}), "Tensor::empty: argument 'shape': expected at most 2^63 - 1 bytes of f32, got (4294967296, 4294967296), more than that", Error);
+  CHECK_THROWS_WITH_AS(Tensor::full({int64_t{1} << 62}, 0.0, DType::f64), "Tensor::full: argument 'shape': expected at most 2^63 - 1 bytes of f64, got (4611686018427387904,), more than that", Error);
+  CHECK_THROWS_WITH_AS(Tensor::from_vector(std::vector<float>{1}, {big, big}), doctest::Contains("Tensor::from_vector: argument 'shape': expected at most 2^63 - 1 bytes"), Error);
+  CHECK_THROWS_WITH_AS(shape_numel({big, big}), "shape_numel: argument 'shape': expected at most 2^63 - 1 elements, got (4294967296, 4294967296)", Error);
+  CHECK(shape_numel({big, big, 0}) == 0);
+  CHECK(Tensor::empty({big, big, 0}).numel() == 0);
+  CHECK(Tensor::empty({0}).reshape({big, big, 0}).shape() == Shape{big, big, 0});
+  CHECK_THROWS_WITH_AS(Tensor::zeros({0}).reshape({big, big, 2}), "Tensor::reshape: argument 'shape': expected a shape with 0 elements, got (4294967296, 4294967296, 2)", Error);
+  CHECK_THROWS_WITH_AS(Tensor::zeros({2, 3}).reshape({-2, 3}), "Tensor::reshape: argument 'shape': expected non-negative sizes or one -1, got (-2, 3)", Error);
+  CHECK_THROWS_WITH_AS(Tensor::zeros({2, 3}).reshape({4, -1}), "Tensor::reshape: argument 'shape': expected a shape with 6 elements, got (4, -1)", Error);
+  CHECK_THROWS_WITH_AS(Tensor::zeros({2, 3}).reshape({7}), "Tensor::reshape: argument 'shape': expected a shape with 6 elements (from (2, 3)), got (7,)", Error);
+  // from_host: a null pointer for values is refused (it used to be read)
+  CHECK_THROWS_WITH_AS(Tensor::from_host(nullptr, 4, DType::f32, {4}, Device::cpu()), "Tensor::from_host: argument 'data': expected a pointer to 4 values, got a null pointer", Error);
+  CHECK(Tensor::from_host(nullptr, 0, DType::f32, {0, 3}, Device::cpu()).shape() == Shape{0, 3});
+  CHECK_THROWS_WITH_AS(Tensor::from_vector(std::vector<float>{1, 2}, {3}), "Tensor::from_vector: argument 'values': expected 3 values for shape (3,), got 2 values", Error);
+  CHECK_THROWS_WITH_AS(Tensor::zeros({2, 3}).size(2), "Tensor::size: argument 'd': expected a dimension in [-2, 2), got 2", Error);
+  CHECK_THROWS_WITH_AS(Tensor::zeros({2, 3}).size(-3), "Tensor::size: argument 'd': expected a dimension in [-2, 2), got -3", Error);
+  CHECK_THROWS_WITH_AS(Tensor::zeros({}).size(0), "Tensor::size: argument 'd': expected a dimension in [0, 0), got 0", Error);
+  CHECK_THROWS_WITH_AS(u.size(0), ("Tensor::size" + undefined).c_str(), Error);
+  CHECK_THROWS_WITH_AS(u.shape(), ("Tensor::shape" + undefined).c_str(), Error);
+  CHECK_THROWS_WITH_AS(u.dtype(), ("Tensor::dtype" + undefined).c_str(), Error);
+  CHECK_THROWS_WITH_AS(u.device(), ("Tensor::device" + undefined).c_str(), Error);
+  CHECK_THROWS_WITH_AS(u.data(), ("Tensor::data" + undefined).c_str(), Error);
+  CHECK_THROWS_WITH_AS(u.to(DType::f16), ("Tensor::to" + undefined).c_str(), Error);
+  CHECK_THROWS_WITH_AS(u.to(Device::cpu()), ("Tensor::to" + undefined).c_str(), Error);
+  CHECK_THROWS_WITH_AS(u.clone(), ("Tensor::clone" + undefined).c_str(), Error);
+  CHECK_THROWS_WITH_AS(u.detach(), ("Tensor::detach" + undefined).c_str(), Error);
+  CHECK_THROWS_WITH_AS(u.grad(), ("Tensor::grad" + undefined).c_str(), Error);
+  CHECK_THROWS_WITH_AS(Tensor().zero_grad(), ("Tensor::zero_grad" + undefined).c_str(), Error);
+  CHECK_THROWS_WITH_AS(Tensor().fill_(1.0), ("Tensor::fill_" + undefined).c_str(), Error);
+  CHECK_THROWS_WITH_AS(Tensor().copy_(Tensor::zeros({1})), ("Tensor::copy_" + undefined).c_str(), Error);
+  CHECK_THROWS_WITH_AS(Tensor::zeros({2}).copy_(Tensor::zeros({3})), "Tensor::copy_: argument 'src': expected shape (2,), got shape (3,)", Error);
+  CHECK_THROWS_WITH_AS(Tensor::zeros({2}).copy_(u), "Tensor::copy_: argument 'src': expected a defined tensor, got an undefined (default-constructed) tensor", Error);
+  CHECK_THROWS_WITH_AS(Tensor().requires_grad_(), ("Tensor::requires_grad_" + undefined).c_str(), Error);
+  CHECK_THROWS_WITH_AS(u.t(), ("Tensor::t" + undefined).c_str(), Error);
+  CHECK_THROWS_WITH_AS(Tensor::zeros({3}).t(), "Tensor::t: argument 'self': expected 2 dimensions, got 1 dimensions, shape (3,)", Error);
+  CHECK_THROWS_WITH_AS(Tensor::zeros({2, 2}).item(), "Tensor::item: argument 'self': expected a tensor with exactly one element, got f32(2, 2) on cpu", Error);
+  CHECK_THROWS_WITH_AS(Tensor::zeros({2}).data_ptr<int32_t>(), "Tensor::data_ptr: argument 'T': expected dtype i32, got dtype f32", Error);
+  CHECK(u.str() == "undefined tensor");
+  // set_grad: the gradient must fit the tensor (it used to be stored as given)
+  Tensor x = Tensor::zeros({2, 3});
+  CHECK_THROWS_WITH_AS(x.set_grad(Tensor::zeros({3, 2})), "Tensor::set_grad: argument 'grad': expected shape (2, 3), got shape (3, 2)", Error);
+  CHECK_THROWS_WITH_AS(x.set_grad(Tensor::zeros({2, 3}, DType::f64)), "Tensor::set_grad: argument 'grad': expected dtype f32, got dtype f64", Error);
+  CHECK_THROWS_WITH_AS(Tensor().set_grad(x), ("Tensor::set_grad" + undefined).c_str(), Error);
+  CHECK_FALSE(x.grad().defined());
+  x.set_grad(Tensor::ones({2, 3}));
+  CHECK(x.grad().to_vector<float>() == std::vector<float>(6, 1.0f));
+  x.set_grad(Tensor());
+  CHECK_FALSE(x.grad().defined());
+  // Device::parse
+  CHECK_THROWS_WITH_AS(Device::parse("cuda:"), "Device::parse: argument 'name': expected cpu, cuda or cuda:N, got cuda:", Error);
+  CHECK_THROWS_WITH_AS(Device::parse("cuda:1x"), "Device::parse: argument 'name': expected cpu, cuda or cuda:N, got cuda:1x", Error);
+  CHECK_THROWS_WITH_AS(Device::parse("cuda:99999"), "Device::parse: argument 'name': expected a device index below 1024, got cuda:99999", Error);
+  CHECK_THROWS_WITH_AS(Device::parse(""), "Device::parse: argument 'name': expected cpu, cuda or cuda:N, got ", Error);
+}
+
+// A CUDA device that this machine does not have, for every function that takes a device: with
+// no GPU, "no CUDA device"; with n GPUs, cuda:n and cuda:-1 are out of range.
+TEST_CASE("tensor and runtime errors: devices this machine does not have") {
+  const int n = cuda_device_count();
+  for (int index : {n, -1}) {
+    CAPTURE(index);
+    const Device bad = Device::cuda(index);
+    const std::string given = n == 0 ? ": no CUDA device is available on this machine (cuda_device_count() == 0)"
+                                     : cat(": argument 'device': expected cuda:0 .. cuda:", n - 1, ", got cuda:", index);
+    CHECK_THROWS_WITH_AS(Tensor::empty({2}, DType::f32, bad), ("Tensor::empty" + given).c_str(), Error);
+    CHECK_THROWS_WITH_AS(Tensor::zeros({2}, DType::f32, bad), ("Tensor::zeros" + given).c_str(), Error);
+    CHECK_THROWS_WITH_AS(Tensor::ones({2}, DType::f32, bad), ("Tensor::ones" + given).c_str(), Error);
+    CHECK_THROWS_WITH_AS(Tensor::full({2}, 3.0, DType::f32, bad), ("Tensor::full" + given).c_str(), Error);
+    CHECK_THROWS_WITH_AS(Tensor::from_vector(std::vector<float>{1}, bad), ("Tensor::from_vector" + given).c_str(), Error);
+    CHECK_THROWS_WITH_AS(Tensor::zeros({2}).to(bad), ("Tensor::to" + given).c_str(), Error);
+    CHECK_THROWS_WITH_AS(Tensor::zeros({2}).to(DType::f64, bad), ("Tensor::to" + given).c_str(), Error);
+    CHECK_THROWS_WITH_AS(synchronize(bad), ("synchronize" + given).c_str(), Error);
+    CHECK_THROWS_WITH_AS(current_stream(index), ("current_stream" + given).c_str(), Error);
+    CHECK_THROWS_WITH_AS(set_current_stream(index, nullptr), ("set_current_stream" + given).c_str(), Error);
+    CHECK_THROWS_WITH_AS(memory_stats(index), ("memory_stats" + given).c_str(), Error);
+  }
+  synchronize(Device::cpu());  // a no-op, never an error
+}
+
 TEST_CASE("host storage is 64-byte aligned") {
   for (int64_t n : {1, 3, 17, 1000}) {
     Tensor t = Tensor::empty({n}, DType::u8);

@@ -17,7 +17,7 @@ namespace octet {
 
 using Shape = std::vector<int64_t>;
 std::string shape_str(const Shape& s);  // "(2, 3)"
-int64_t shape_numel(const Shape& s);
+int64_t shape_numel(const Shape& s);    // 0 if any size is 0; throws past 2^63 - 1
 
 // Raw bytes on one device. CUDA storage comes from cudaMallocAsync on the library stream and is
 // returned with cudaFreeAsync on the same stream (no device synchronization).
@@ -67,6 +67,7 @@ class Tensor {
   static Tensor from_vector(const std::vector<T>& values, Device device = Device::cpu()) {
     return from_vector(values, Shape{static_cast<int64_t>(values.size())}, device);
   }
+  // count values of dtype at data (host memory; null only when count is 0).
   static Tensor from_host(const void* data, size_t count, DType dtype, const Shape& shape, Device device);
 
   bool defined() const { return impl_ != nullptr; }
@@ -107,7 +108,7 @@ class Tensor {
   Tensor& requires_grad_(bool on = true);
   bool requires_grad() const;
   Tensor grad() const;      // undefined until a backward reaches this leaf
-  void set_grad(const Tensor& g);
+  void set_grad(const Tensor& g);  // same shape, dtype and device as this; undefined g drops it
   void zero_grad();         // drops the gradient
   Tensor detach() const;    // shares storage, no autograd state
   bool is_leaf() const;
