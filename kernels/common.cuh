@@ -6,6 +6,7 @@
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 
 #include "octet/dtype.hpp"
@@ -83,6 +84,31 @@ template <class F> decltype(auto) visit_float(DType t, const char* op, F&& f) {
     case DType::bf16: return f(type_tag<__nv_bfloat16>{});
     default: fail(op, cat("dtype ", dtype_name(t), " is not supported here"));
   }
+}
+
+// Multiprocessor count of the current device (queried once per device).
+inline int sm_count() {
+  static std::atomic<int> cached[64];
+  int dev = 0, count = 0;
+  OCTET_CUDA_CHECK(cudaGetDevice(&dev));
+  if (dev < 64) count = cached[dev].load();
+  if (count == 0) {
+    OCTET_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, dev));
+    if (dev < 64) cached[dev].store(count);
+  }
+  return count;
+}
+
+// Max of v over the block (any block shape, all threads must call it); valid in thread 0.
+__device__ __forceinline__ uint32_t block_max_u32(uint32_t v) {
+  __shared__ uint32_t part[32];
+  const unsigned tid = threadIdx.y * blockDim.x + threadIdx.x, warps = (blockDim.x * blockDim.y + 31) / 32;
+  v = __reduce_max_sync(0xFFFFFFFFu, v);
+  if (tid % 32 == 0) part[tid / 32] = v;
+  __syncthreads();
+  uint32_t w = 0u;
+  if (tid < 32) w = __reduce_max_sync(0xFFFFFFFFu, tid < warps ? part[tid] : 0u);
+  return w;
 }
 
 // Grid for a grid-stride loop over n items: at most 65535*? blocks; 64-bit safe.

@@ -1,10 +1,9 @@
 // CUDA kernels of the fp8_gemm family: scaled casts to FP8 with a fused amax (and a fused
 // transposed copy and column sums through a shared-memory tile), the amax-only pass of current
-// scaling, dequantization, the one-block scale updates of the scaling recipes, and a pad/crop
-// copy for shapes cuBLASLt cannot take.
+// scaling (or its one-block reduction of an amax hint), dequantization, the one-block scale
+// updates of the scaling recipes, and a pad/crop copy for shapes cuBLASLt cannot take.
 // amax is an order-free max over ordered bits (amax_bits), so it is the same on every run.
 // Column sums are f32 partials per 64-row tile, then summed over the tiles in a fixed order.
-#include <atomic>
 #include <type_traits>
 
 #include "kernels/common.cuh"
@@ -30,16 +29,8 @@ __device__ __forceinline__ uint8_t to_fp8(float v) {
 // Folds the block's max of v into *amax (all threads of the block must call it).
 __device__ void block_amax(uint32_t v, uint32_t* amax) {
   if (amax == nullptr) return;
-  __shared__ uint32_t part[32];
-  const unsigned tid = threadIdx.y * blockDim.x + threadIdx.x, warps = blockDim.x * blockDim.y / 32;
-  v = __reduce_max_sync(0xFFFFFFFFu, v);
-  if (tid % 32 == 0) part[tid / 32] = v;
-  __syncthreads();
-  if (tid < 32) {
-    uint32_t w = tid < warps ? part[tid] : 0u;
-    w = __reduce_max_sync(0xFFFFFFFFu, w);
-    if (tid == 0 && w != 0u) atomicMax(amax, w);
-  }
+  const uint32_t w = block_max_u32(v);
+  if (threadIdx.x == 0 && threadIdx.y == 0 && w != 0u) atomicMax(amax, w);
 }
 
 // Elementwise cast, V elements (16 bytes of input) per step; the tail goes one by one.
@@ -96,10 +87,18 @@ __global__ void amax_kernel(const In* __restrict__ x, int64_t n, uint32_t* amax)
   block_amax(m, amax);
 }
 
+// amax from an amax hint (the per-block maxima an elementwise op wrote, kernels/ops.cuh): one block.
+__global__ void amax_partials_kernel(const uint32_t* __restrict__ partials, int count, uint32_t* amax) {
+  uint32_t m = 0;
+  for (int i = threadIdx.x; i < count; i += blockDim.x) m = max(m, partials[i]);
+  m = block_max_u32(m);
+  if (threadIdx.x == 0) *amax = m;
+}
+
 // Cast of x (rows, cols) writing q (rows, cols) and, when not null, q_t (cols, rows) through a
-// 64x64 shared tile, 256 threads: each thread moves 8 consecutive elements per pass (16-byte loads
-// of bf16, 8-byte FP8 stores) when `vec` (all pointers and both dims allow it), element by element
-// otherwise and on partial tiles. The tile pitch of 65 bytes keeps the column reads conflict-free.
+// 64x64 shared tile, 256 threads: each thread moves 8 consecutive elements in each of two passes
+// (both 16-byte loads of bf16 issued first, 8-byte FP8 stores) when `vec` (all pointers and both
+// dims allow it), element by element otherwise and on partial tiles. The tile pitch of 65 bytes keeps the column reads conflict-free.
 // With colsum (f32, (row tiles, cols)) the tile's f32 column sums of x go to its row.
 template <class In, __nv_fp8_interpretation_t F>
 __global__ void __launch_bounds__(256) cast_transpose_kernel(const In* __restrict__ x, const float* __restrict__ scale,
@@ -115,16 +114,25 @@ __global__ void __launch_bounds__(256) cast_transpose_kernel(const In* __restric
   for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
     const int64_t r0 = (t / tiles_c) * 64, c0 = (t % tiles_c) * 64;
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    // Both passes' vector loads first (two in flight per thread), then the conversions.
+    Vec<In, 8> in[2];
+    bool full[2];
+#pragma unroll
+    for (int pass = 0; pass < 2; ++pass) {
+      const int64_t r = r0 + pass * 32 + row8, c = c0 + lane8 * 8;
+      full[pass] = vec && r < rows && c + 8 <= cols;
+      if (full[pass]) in[pass] = *reinterpret_cast<const Vec<In, 8>*>(x + r * cols + c);
+    }
+#pragma unroll
     for (int pass = 0; pass < 2; ++pass) {
       const int lr = pass * 32 + row8, lc = lane8 * 8;
       const int64_t r = r0 + lr, c = c0 + lc;
       if (r >= rows) continue;
-      if (vec && c + 8 <= cols) {
-        const Vec<In, 8> in = *reinterpret_cast<const Vec<In, 8>*>(x + r * cols + c);
+      if (full[pass]) {
         Vec<uint8_t, 8> out;
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
-          const float f = load_f32(in.v[j]);
+          const float f = load_f32(in[pass].v[j]);
           m = max(m, amax_bits(__float_as_uint(f)));
           acc[j] += f;
           out.v[j] = to_fp8<F>(f * s);
@@ -268,15 +276,7 @@ void fp8_cast(DType in_t, const void* x, DType fp8, const float* scale, void* q,
     const In* in = static_cast<const In*>(x);
     constexpr int V = 16 / sizeof(In);
     if (q == nullptr) {  // amax only: a grid that stays resident, so that the walk goes end to front
-      static std::atomic<int> sms[64];
-      int dev = 0, count = 0;
-      OCTET_CUDA_CHECK(cudaGetDevice(&dev));
-      if (dev < 64) count = sms[dev].load();
-      if (count == 0) {
-        OCTET_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, dev));
-        if (dev < 64) sms[dev].store(count);
-      }
-      const int64_t resident = int64_t{count} * 8;
+      const int64_t resident = int64_t{sm_count()} * 8;
       if (reinterpret_cast<uintptr_t>(x) % 16 == 0)
         amax_kernel<In, V><<<grid_for(n / V, 256, resident), 256, 0, s>>>(in, n, amax_u);
       else
@@ -308,6 +308,11 @@ void fp8_cast(DType in_t, const void* x, DType fp8, const float* scale, void* q,
       OCTET_LAUNCH_CHECK("cast_kernel");
     });
   });
+}
+
+void fp8_amax_partials(const uint32_t* partials, int count, float* amax, cudaStream_t s) {
+  amax_partials_kernel<<<1, 256, 0, s>>>(partials, count, reinterpret_cast<uint32_t*>(amax));
+  OCTET_LAUNCH_CHECK("amax_partials_kernel");
 }
 
 void fp8_dequantize(DType fp8, const void* q, const float* scale_inv, DType out_t, void* out, int64_t n,

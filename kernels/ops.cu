@@ -1,10 +1,13 @@
 // CUDA kernels of the core ops: fill, transpose, elementwise, deterministic reductions, bias.
-// Elementwise kernels are grid-stride loops computing in f32 (f64 for f64). Reductions use a
+// Elementwise kernels (axpy included) are grid-stride loops over 16-byte vectors computing in f32
+// (f64 for f64), optionally writing per-block maxima of |out| for fp8_amax. Reductions use a
 // fixed grid (a function of n only) and a fixed combination order: same input, same bits.
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/common.cuh"
 #include "kernels/ops.cuh"
+#include "src/cpu/fp8_gemm.hpp"
 
 namespace octet::kernels {
 namespace {
@@ -64,14 +67,28 @@ template <Unary OP> struct UnaryFn {
   }
 };
 
+template <class A> struct AxpyFn {  // y + alpha x with one rounding: a = x, b = y
+  A alpha;
+  __device__ A operator()(A u, A v) const { return fma(alpha, u, v); }
+};
+
+// |v| as the ordered bits of fp8_amax (amax_bits); never called for f64.
+template <class T> __device__ __forceinline__ uint32_t abs_bits(T v) {
+  if constexpr (std::is_same_v<T, double>) return 0u;
+  else return amax_bits(__float_as_uint(load_f32(v)));
+}
+
 // out[i] = f(a[i], b[i]) (b ignored by unary functions). With `vec` (all pointers 16-byte
 // aligned) the body moves 16 bytes per operand per step; the tail and unaligned views go
-// element by element.
+// element by element. `out` may be `b` (axpy: each element is read, then written, by one thread),
+// so no pointer is __restrict__. With amax_partials (not f64) block i writes the max of |out| over
+// its elements to amax_partials[i] (the hint that fp8_amax reads, ops.cuh).
 template <class T, class F>
-__global__ void elementwise_kernel(F f, const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ out,
-                                   int64_t n, bool vec) {
+__global__ void elementwise_kernel(F f, const T* a, const T* b, T* out, int64_t n, bool vec, uint32_t* amax_partials) {
   constexpr int V = 16 / sizeof(T);
   const int64_t tid = blockIdx.x * int64_t(blockDim.x) + threadIdx.x, stride = int64_t(gridDim.x) * blockDim.x;
+  const bool track = amax_partials != nullptr;
+  uint32_t m = 0;
   int64_t done = 0;
   if (vec) {
     const int64_t nv = n / V;
@@ -83,24 +100,125 @@ __global__ void elementwise_kernel(F f, const T* __restrict__ a, const T* __rest
       uint4 ro;
       T* to = reinterpret_cast<T*>(&ro);
 #pragma unroll
-      for (int q = 0; q < V; ++q) to[q] = store_acc<T>(f(load_acc<T, acc_t<T>>(ta[q]), load_acc<T, acc_t<T>>(tb[q])));
+      for (int q = 0; q < V; ++q) {
+        to[q] = store_acc<T>(f(load_acc<T, acc_t<T>>(ta[q]), load_acc<T, acc_t<T>>(tb[q])));
+        if (track) m = max(m, abs_bits(to[q]));
+      }
       reinterpret_cast<uint4*>(out)[i] = ro;
     }
     done = nv * V;
   }
   for (int64_t i = done + tid; i < n; i += stride) {
     const acc_t<T> u = load_acc<T, acc_t<T>>(a[i]);
-    out[i] = store_acc<T>(f(u, b ? load_acc<T, acc_t<T>>(b[i]) : u));
+    const T r = store_acc<T>(f(u, b ? load_acc<T, acc_t<T>>(b[i]) : u));
+    out[i] = r;
+    if (track) m = max(m, abs_bits(r));
+  }
+  if (track) {
+    m = block_max_u32(m);
+    if (threadIdx.x == 0) amax_partials[blockIdx.x] = m;
   }
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-template <class T, class F> void launch_elementwise(F f, const T* a, const T* b, T* out, int64_t n, cudaStream_t s) {
+// Returns the number of amax partials written (0 without amax_partials).
+template <class T, class F>
+int launch_elementwise(F f, const T* a, const T* b, T* out, int64_t n, uint32_t* amax_partials, cudaStream_t s) {
   const bool vec = aligned16(a) && (!b || aligned16(b)) && aligned16(out);
   const int64_t items = vec ? n / (16 / int64_t(sizeof(T))) + 1 : n;
-  elementwise_kernel<<<grid_for(items, 256, 8192), 256, 0, s>>>(f, a, b, out, n, vec);
+  if (std::is_same_v<T, double>) amax_partials = nullptr;
+  const unsigned grid = grid_for(items, 256, amax_partials ? kAmaxPartials : 8192);
+  elementwise_kernel<<<grid, 256, 0, s>>>(f, a, b, out, n, vec, amax_partials);
   OCTET_LAUNCH_CHECK("elementwise_kernel");
+  return amax_partials ? static_cast<int>(grid) : 0;
+}
+
+// gelu (BACKWARD false: out = gelu(a)) and its gradient (true: out = b * gelu'(a)) for bf16 by
+// table. Each block first tabulates the formula for the codes of |a| in [2^-26, 16) (exponents
+// kGeluExpLo..kGeluExpHi, 7,680 codes: nearly every activation) into shared memory, with the same
+// device functions as the elementwise path, so the table holds that path's bits; other codes (zero,
+// tiny, large, Inf, NaN) take the formula. The bf16 formula costs ~40 f32 instructions per element,
+// more than the memory time of the elementwise path; the table lookup a few. One 1024-thread block
+// per multiprocessor, two 16-byte vectors per operand in flight per thread.
+constexpr int kGeluExpLo = 101, kGeluExpHi = 130;
+constexpr int kGeluHalf = (kGeluExpHi - kGeluExpLo + 1) * 128, kGeluCodes = 2 * kGeluHalf;
+constexpr int kGeluThreads = 1024;
+
+__device__ __forceinline__ int gelu_slot(uint16_t code) {
+  const int e = (code >> 7) & 0xFF;
+  if (e < kGeluExpLo || e > kGeluExpHi) return -1;
+  return (code & 0x7FFF) - (kGeluExpLo << 7) + ((code & 0x8000) ? kGeluHalf : 0);
+}
+
+template <bool BACKWARD>
+__global__ void __launch_bounds__(kGeluThreads)
+    gelu_bf16_kernel(const __nv_bfloat16* a, const __nv_bfloat16* b, __nv_bfloat16* out, int64_t n,
+                     uint32_t* amax_partials) {
+  using Entry = std::conditional_t<BACKWARD, float, unsigned short>;  // f32 gelu', or gelu's bf16 bits
+  __shared__ Entry table[kGeluCodes];
+  for (int i = threadIdx.x; i < kGeluCodes; i += blockDim.x) {
+    const int code = (i % kGeluHalf + (kGeluExpLo << 7)) | (i >= kGeluHalf ? 0x8000 : 0);
+    const float u = load_f32(__ushort_as_bfloat16(static_cast<unsigned short>(code)));
+    if constexpr (BACKWARD) table[i] = gelu_grad_of(u);
+    else table[i] = __bfloat16_as_ushort(store_acc<__nv_bfloat16>(gelu_of(u)));
+  }
+  __syncthreads();
+  const bool track = amax_partials != nullptr;
+  uint32_t m = 0;
+  auto one = [&](__nv_bfloat16 x, __nv_bfloat16 g) {
+    const int k = gelu_slot(__bfloat16_as_ushort(x));
+    __nv_bfloat16 r;
+    if constexpr (BACKWARD)
+      r = store_acc<__nv_bfloat16>(load_f32(g) * (k >= 0 ? table[k] : gelu_grad_of(load_f32(x))));
+    else
+      r = k >= 0 ? __ushort_as_bfloat16(table[k]) : store_acc<__nv_bfloat16>(gelu_of(load_f32(x)));
+    if (track) m = max(m, abs_bits(r));
+    return r;
+  };
+  const int64_t tid = blockIdx.x * int64_t(blockDim.x) + threadIdx.x, stride = int64_t(gridDim.x) * blockDim.x;
+  const int64_t nv = n / 8;
+  const auto* av = reinterpret_cast<const uint4*>(a);
+  const auto* bv = reinterpret_cast<const uint4*>(b);
+  for (int64_t i = tid; i < nv; i += 2 * stride) {
+    uint4 ra[2], rb[2];
+    const bool second = i + stride < nv;
+    ra[0] = av[i];
+    if (second) ra[1] = av[i + stride];
+    if constexpr (BACKWARD) {
+      rb[0] = bv[i];
+      if (second) rb[1] = bv[i + stride];
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      if (h == 1 && !second) break;
+      const auto* ta = reinterpret_cast<const __nv_bfloat16*>(&ra[h]);
+      const auto* tb = reinterpret_cast<const __nv_bfloat16*>(BACKWARD ? &rb[h] : &ra[h]);
+      uint4 ro;
+      auto* to = reinterpret_cast<__nv_bfloat16*>(&ro);
+#pragma unroll
+      for (int q = 0; q < 8; ++q) to[q] = one(ta[q], tb[q]);
+      reinterpret_cast<uint4*>(out)[i + h * stride] = ro;
+    }
+  }
+  for (int64_t i = nv * 8 + tid; i < n; i += stride) out[i] = one(a[i], BACKWARD ? b[i] : a[i]);
+  if (track) {
+    m = block_max_u32(m);
+    if (threadIdx.x == 0) amax_partials[blockIdx.x] = m;
+  }
+}
+
+// The table kernel when all pointers are 16-byte aligned, otherwise the elementwise kernel.
+template <bool BACKWARD, class F>
+int launch_gelu_bf16(F f, const __nv_bfloat16* a, const __nv_bfloat16* b, __nv_bfloat16* out, int64_t n,
+                     uint32_t* amax_partials, cudaStream_t s) {
+  if (!aligned16(a) || (BACKWARD && !aligned16(b)) || !aligned16(out))
+    return launch_elementwise(f, a, b, out, n, amax_partials, s);
+  const int64_t max_blocks = std::min<int64_t>(sm_count(), kAmaxPartials);
+  const unsigned grid = grid_for(n / 8 + 1, kGeluThreads, max_blocks);
+  gelu_bf16_kernel<BACKWARD><<<grid, kGeluThreads, 0, s>>>(a, b, out, n, amax_partials);
+  OCTET_LAUNCH_CHECK("gelu_bf16_kernel");
+  return amax_partials ? static_cast<int>(grid) : 0;
 }
 
 // NaN-propagating max of |values|.
@@ -179,13 +297,6 @@ template <class T> __global__ void sum_rows_kernel(const T* x, T* out, int64_t r
   }
 }
 
-template <class T> __global__ void axpy_kernel(const T* x, T* y, int64_t n, double alpha) {
-  using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
-  const A al = static_cast<A>(alpha);
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    y[i] = store<T>(fma(al, load_acc<T, A>(x[i]), load_acc<T, A>(y[i])));
-}
-
 template <class I, class O> __global__ void convert_kernel(const I* in, O* out, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     if constexpr (std::is_same_v<I, double> || std::is_same_v<I, int64_t> || std::is_same_v<I, int32_t> ||
@@ -240,34 +351,46 @@ void transpose2d(const void* in, void* out, int64_t rows, int64_t cols, size_t e
   OCTET_LAUNCH_CHECK("transpose_kernel");
 }
 
-void binary(Binary op, DType t, const void* a, const void* b, void* out, int64_t n, cudaStream_t s) {
-  if (n == 0) return;
-  visit_float(t, "binary", [&](auto tag) {
+int binary(Binary op, DType t, const void* a, const void* b, void* out, int64_t n, uint32_t* amax_partials,
+           cudaStream_t s) {
+  if (n == 0) return 0;
+  return visit_float(t, "binary", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* x = static_cast<const T*>(a);
     const T* y = static_cast<const T*>(b);
     T* o = static_cast<T*>(out);
     switch (op) {
-      case Binary::add: return launch_elementwise(BinaryFn<Binary::add>{}, x, y, o, n, s);
-      case Binary::sub: return launch_elementwise(BinaryFn<Binary::sub>{}, x, y, o, n, s);
-      case Binary::mul: return launch_elementwise(BinaryFn<Binary::mul>{}, x, y, o, n, s);
-      case Binary::gelu_backward: return launch_elementwise(BinaryFn<Binary::gelu_backward>{}, x, y, o, n, s);
+      case Binary::add: return launch_elementwise(BinaryFn<Binary::add>{}, x, y, o, n, amax_partials, s);
+      case Binary::sub: return launch_elementwise(BinaryFn<Binary::sub>{}, x, y, o, n, amax_partials, s);
+      case Binary::mul: return launch_elementwise(BinaryFn<Binary::mul>{}, x, y, o, n, amax_partials, s);
+      case Binary::gelu_backward:
+        if constexpr (std::is_same_v<T, __nv_bfloat16>)
+          return launch_gelu_bf16<true>(BinaryFn<Binary::gelu_backward>{}, x, y, o, n, amax_partials, s);
+        else
+          return launch_elementwise(BinaryFn<Binary::gelu_backward>{}, x, y, o, n, amax_partials, s);
     }
+    return 0;
   });
 }
 
-void unary(Unary op, DType t, const void* x, double alpha, void* out, int64_t n, cudaStream_t s) {
-  if (n == 0) return;
-  visit_float(t, "unary", [&](auto tag) {
+int unary(Unary op, DType t, const void* x, double alpha, void* out, int64_t n, uint32_t* amax_partials,
+          cudaStream_t s) {
+  if (n == 0) return 0;
+  return visit_float(t, "unary", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* in = static_cast<const T*>(x);
     T* o = static_cast<T*>(out);
     switch (op) {
-      case Unary::abs: return launch_elementwise(UnaryFn<Unary::abs>{alpha}, in, static_cast<const T*>(nullptr), o, n, s);
-      case Unary::scale: return launch_elementwise(UnaryFn<Unary::scale>{alpha}, in, static_cast<const T*>(nullptr), o, n, s);
-      case Unary::gelu: return launch_elementwise(UnaryFn<Unary::gelu>{alpha}, in, static_cast<const T*>(nullptr), o, n, s);
-      case Unary::sign: return launch_elementwise(UnaryFn<Unary::sign>{alpha}, in, static_cast<const T*>(nullptr), o, n, s);
+      case Unary::abs: return launch_elementwise(UnaryFn<Unary::abs>{alpha}, in, static_cast<const T*>(nullptr), o, n, amax_partials, s);
+      case Unary::scale: return launch_elementwise(UnaryFn<Unary::scale>{alpha}, in, static_cast<const T*>(nullptr), o, n, amax_partials, s);
+      case Unary::gelu:
+        if constexpr (std::is_same_v<T, __nv_bfloat16>)
+          return launch_gelu_bf16<false>(UnaryFn<Unary::gelu>{alpha}, in, static_cast<const T*>(nullptr), o, n, amax_partials, s);
+        else
+          return launch_elementwise(UnaryFn<Unary::gelu>{alpha}, in, static_cast<const T*>(nullptr), o, n, amax_partials, s);
+      case Unary::sign: return launch_elementwise(UnaryFn<Unary::sign>{alpha}, in, static_cast<const T*>(nullptr), o, n, amax_partials, s);
     }
+    return 0;
   });
 }
 
@@ -306,12 +429,13 @@ void sum_rows(DType t, const void* x, void* out, int64_t rows, int64_t cols, cud
   });
 }
 
-void axpy(DType t, double alpha, const void* x, void* y, int64_t n, cudaStream_t s) {
-  if (n == 0) return;
-  visit_float(t, "axpy", [&](auto tag) {
+int axpy(DType t, double alpha, const void* x, void* y, int64_t n, uint32_t* amax_partials, cudaStream_t s) {
+  if (n == 0) return 0;
+  return visit_float(t, "axpy", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    axpy_kernel<<<grid_for(n, 256), 256, 0, s>>>(static_cast<const T*>(x), static_cast<T*>(y), n, alpha);
-    OCTET_LAUNCH_CHECK("axpy_kernel");
+    using A = acc_t<T>;
+    return launch_elementwise(AxpyFn<A>{static_cast<A>(alpha)}, static_cast<const T*>(x), static_cast<const T*>(y),
+                              static_cast<T*>(y), n, amax_partials, s);
   });
 }
 
