@@ -6,7 +6,6 @@
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <cstdint>
 
 #include "octet/dtype.hpp"
@@ -84,19 +83,6 @@ template <class F> decltype(auto) visit_float(DType t, const char* op, F&& f) {
     case DType::bf16: return f(type_tag<__nv_bfloat16>{});
     default: fail(op, cat("dtype ", dtype_name(t), " is not supported here"));
   }
-}
-
-// Multiprocessor count of the current device (queried once per device).
-inline int sm_count() {
-  static std::atomic<int> cached[64];
-  int dev = 0, count = 0;
-  OCTET_CUDA_CHECK(cudaGetDevice(&dev));
-  if (dev < 64) count = cached[dev].load();
-  if (count == 0) {
-    OCTET_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, dev));
-    if (dev < 64) cached[dev].store(count);
-  }
-  return count;
 }
 
 // Max of v over the block (any block shape, all threads must call it); valid in thread 0.

@@ -4,6 +4,7 @@
 // updates of the scaling recipes, and a pad/crop copy for shapes cuBLASLt cannot take.
 // amax is an order-free max over ordered bits (amax_bits), so it is the same on every run.
 // Column sums are f32 partials per 64-row tile, then summed over the tiles in a fixed order.
+#include <atomic>
 #include <type_traits>
 
 #include "kernels/common.cuh"
@@ -96,9 +97,9 @@ __global__ void amax_partials_kernel(const uint32_t* __restrict__ partials, int 
 }
 
 // Cast of x (rows, cols) writing q (rows, cols) and, when not null, q_t (cols, rows) through a
-// 64x64 shared tile, 256 threads: each thread moves 8 consecutive elements in each of two passes
-// (both 16-byte loads of bf16 issued first, 8-byte FP8 stores) when `vec` (all pointers and both
-// dims allow it), element by element otherwise and on partial tiles. The tile pitch of 65 bytes keeps the column reads conflict-free.
+// 64x64 shared tile, 256 threads: each thread moves 8 consecutive elements per pass (16-byte loads
+// of bf16, 8-byte FP8 stores) when `vec` (all pointers and both dims allow it), element by element
+// otherwise and on partial tiles. The tile pitch of 65 bytes keeps the column reads conflict-free.
 // With colsum (f32, (row tiles, cols)) the tile's f32 column sums of x go to its row.
 template <class In, __nv_fp8_interpretation_t F>
 __global__ void __launch_bounds__(256) cast_transpose_kernel(const In* __restrict__ x, const float* __restrict__ scale,
@@ -114,25 +115,16 @@ __global__ void __launch_bounds__(256) cast_transpose_kernel(const In* __restric
   for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
     const int64_t r0 = (t / tiles_c) * 64, c0 = (t % tiles_c) * 64;
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    // Both passes' vector loads first (two in flight per thread), then the conversions.
-    Vec<In, 8> in[2];
-    bool full[2];
-#pragma unroll
-    for (int pass = 0; pass < 2; ++pass) {
-      const int64_t r = r0 + pass * 32 + row8, c = c0 + lane8 * 8;
-      full[pass] = vec && r < rows && c + 8 <= cols;
-      if (full[pass]) in[pass] = *reinterpret_cast<const Vec<In, 8>*>(x + r * cols + c);
-    }
-#pragma unroll
     for (int pass = 0; pass < 2; ++pass) {
       const int lr = pass * 32 + row8, lc = lane8 * 8;
       const int64_t r = r0 + lr, c = c0 + lc;
       if (r >= rows) continue;
-      if (full[pass]) {
+      if (vec && c + 8 <= cols) {
+        const Vec<In, 8> in = *reinterpret_cast<const Vec<In, 8>*>(x + r * cols + c);
         Vec<uint8_t, 8> out;
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
-          const float f = load_f32(in[pass].v[j]);
+          const float f = load_f32(in.v[j]);
           m = max(m, amax_bits(__float_as_uint(f)));
           acc[j] += f;
           out.v[j] = to_fp8<F>(f * s);
@@ -276,7 +268,15 @@ void fp8_cast(DType in_t, const void* x, DType fp8, const float* scale, void* q,
     const In* in = static_cast<const In*>(x);
     constexpr int V = 16 / sizeof(In);
     if (q == nullptr) {  // amax only: a grid that stays resident, so that the walk goes end to front
-      const int64_t resident = int64_t{sm_count()} * 8;
+      static std::atomic<int> sms[64];
+      int dev = 0, count = 0;
+      OCTET_CUDA_CHECK(cudaGetDevice(&dev));
+      if (dev < 64) count = sms[dev].load();
+      if (count == 0) {
+        OCTET_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, dev));
+        if (dev < 64) sms[dev].store(count);
+      }
+      const int64_t resident = int64_t{count} * 8;
       if (reinterpret_cast<uintptr_t>(x) % 16 == 0)
         amax_kernel<In, V><<<grid_for(n / V, 256, resident), 256, 0, s>>>(in, n, amax_u);
       else
@@ -311,7 +311,7 @@ void fp8_cast(DType in_t, const void* x, DType fp8, const float* scale, void* q,
 }
 
 void fp8_amax_partials(const uint32_t* partials, int count, float* amax, cudaStream_t s) {
-  amax_partials_kernel<<<1, 256, 0, s>>>(partials, count, reinterpret_cast<uint32_t*>(amax));
+  amax_partials_kernel<<<1, 1024, 0, s>>>(partials, count, reinterpret_cast<uint32_t*>(amax));
   OCTET_LAUNCH_CHECK("amax_partials_kernel");
 }
 

@@ -2,7 +2,6 @@
 // Elementwise kernels (axpy included) are grid-stride loops over 16-byte vectors computing in f32
 // (f64 for f64), optionally writing per-block maxima of |out| for fp8_amax. Reductions use a
 // fixed grid (a function of n only) and a fixed combination order: same input, same bits.
-#include <algorithm>
 #include <cmath>
 
 #include "kernels/common.cuh"
@@ -128,96 +127,9 @@ int launch_elementwise(F f, const T* a, const T* b, T* out, int64_t n, uint32_t*
   const bool vec = aligned16(a) && (!b || aligned16(b)) && aligned16(out);
   const int64_t items = vec ? n / (16 / int64_t(sizeof(T))) + 1 : n;
   if (std::is_same_v<T, double>) amax_partials = nullptr;
-  const unsigned grid = grid_for(items, 256, amax_partials ? kAmaxPartials : 8192);
+  const unsigned grid = grid_for(items, 256, kAmaxPartials);
   elementwise_kernel<<<grid, 256, 0, s>>>(f, a, b, out, n, vec, amax_partials);
   OCTET_LAUNCH_CHECK("elementwise_kernel");
-  return amax_partials ? static_cast<int>(grid) : 0;
-}
-
-// gelu (BACKWARD false: out = gelu(a)) and its gradient (true: out = b * gelu'(a)) for bf16 by
-// table. Each block first tabulates the formula for the codes of |a| in [2^-26, 16) (exponents
-// kGeluExpLo..kGeluExpHi, 7,680 codes: nearly every activation) into shared memory, with the same
-// device functions as the elementwise path, so the table holds that path's bits; other codes (zero,
-// tiny, large, Inf, NaN) take the formula. The bf16 formula costs ~40 f32 instructions per element,
-// more than the memory time of the elementwise path; the table lookup a few. One 1024-thread block
-// per multiprocessor, two 16-byte vectors per operand in flight per thread.
-constexpr int kGeluExpLo = 101, kGeluExpHi = 130;
-constexpr int kGeluHalf = (kGeluExpHi - kGeluExpLo + 1) * 128, kGeluCodes = 2 * kGeluHalf;
-constexpr int kGeluThreads = 1024;
-
-__device__ __forceinline__ int gelu_slot(uint16_t code) {
-  const int e = (code >> 7) & 0xFF;
-  if (e < kGeluExpLo || e > kGeluExpHi) return -1;
-  return (code & 0x7FFF) - (kGeluExpLo << 7) + ((code & 0x8000) ? kGeluHalf : 0);
-}
-
-template <bool BACKWARD>
-__global__ void __launch_bounds__(kGeluThreads)
-    gelu_bf16_kernel(const __nv_bfloat16* a, const __nv_bfloat16* b, __nv_bfloat16* out, int64_t n,
-                     uint32_t* amax_partials) {
-  using Entry = std::conditional_t<BACKWARD, float, unsigned short>;  // f32 gelu', or gelu's bf16 bits
-  __shared__ Entry table[kGeluCodes];
-  for (int i = threadIdx.x; i < kGeluCodes; i += blockDim.x) {
-    const int code = (i % kGeluHalf + (kGeluExpLo << 7)) | (i >= kGeluHalf ? 0x8000 : 0);
-    const float u = load_f32(__ushort_as_bfloat16(static_cast<unsigned short>(code)));
-    if constexpr (BACKWARD) table[i] = gelu_grad_of(u);
-    else table[i] = __bfloat16_as_ushort(store_acc<__nv_bfloat16>(gelu_of(u)));
-  }
-  __syncthreads();
-  const bool track = amax_partials != nullptr;
-  uint32_t m = 0;
-  auto one = [&](__nv_bfloat16 x, __nv_bfloat16 g) {
-    const int k = gelu_slot(__bfloat16_as_ushort(x));
-    __nv_bfloat16 r;
-    if constexpr (BACKWARD)
-      r = store_acc<__nv_bfloat16>(load_f32(g) * (k >= 0 ? table[k] : gelu_grad_of(load_f32(x))));
-    else
-      r = k >= 0 ? __ushort_as_bfloat16(table[k]) : store_acc<__nv_bfloat16>(gelu_of(load_f32(x)));
-    if (track) m = max(m, abs_bits(r));
-    return r;
-  };
-  const int64_t tid = blockIdx.x * int64_t(blockDim.x) + threadIdx.x, stride = int64_t(gridDim.x) * blockDim.x;
-  const int64_t nv = n / 8;
-  const auto* av = reinterpret_cast<const uint4*>(a);
-  const auto* bv = reinterpret_cast<const uint4*>(b);
-  for (int64_t i = tid; i < nv; i += 2 * stride) {
-    uint4 ra[2], rb[2];
-    const bool second = i + stride < nv;
-    ra[0] = av[i];
-    if (second) ra[1] = av[i + stride];
-    if constexpr (BACKWARD) {
-      rb[0] = bv[i];
-      if (second) rb[1] = bv[i + stride];
-    }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      if (h == 1 && !second) break;
-      const auto* ta = reinterpret_cast<const __nv_bfloat16*>(&ra[h]);
-      const auto* tb = reinterpret_cast<const __nv_bfloat16*>(BACKWARD ? &rb[h] : &ra[h]);
-      uint4 ro;
-      auto* to = reinterpret_cast<__nv_bfloat16*>(&ro);
-#pragma unroll
-      for (int q = 0; q < 8; ++q) to[q] = one(ta[q], tb[q]);
-      reinterpret_cast<uint4*>(out)[i + h * stride] = ro;
-    }
-  }
-  for (int64_t i = nv * 8 + tid; i < n; i += stride) out[i] = one(a[i], BACKWARD ? b[i] : a[i]);
-  if (track) {
-    m = block_max_u32(m);
-    if (threadIdx.x == 0) amax_partials[blockIdx.x] = m;
-  }
-}
-
-// The table kernel when all pointers are 16-byte aligned, otherwise the elementwise kernel.
-template <bool BACKWARD, class F>
-int launch_gelu_bf16(F f, const __nv_bfloat16* a, const __nv_bfloat16* b, __nv_bfloat16* out, int64_t n,
-                     uint32_t* amax_partials, cudaStream_t s) {
-  if (!aligned16(a) || (BACKWARD && !aligned16(b)) || !aligned16(out))
-    return launch_elementwise(f, a, b, out, n, amax_partials, s);
-  const int64_t max_blocks = std::min<int64_t>(sm_count(), kAmaxPartials);
-  const unsigned grid = grid_for(n / 8 + 1, kGeluThreads, max_blocks);
-  gelu_bf16_kernel<BACKWARD><<<grid, kGeluThreads, 0, s>>>(a, b, out, n, amax_partials);
-  OCTET_LAUNCH_CHECK("gelu_bf16_kernel");
   return amax_partials ? static_cast<int>(grid) : 0;
 }
 
@@ -363,11 +275,7 @@ int binary(Binary op, DType t, const void* a, const void* b, void* out, int64_t 
       case Binary::add: return launch_elementwise(BinaryFn<Binary::add>{}, x, y, o, n, amax_partials, s);
       case Binary::sub: return launch_elementwise(BinaryFn<Binary::sub>{}, x, y, o, n, amax_partials, s);
       case Binary::mul: return launch_elementwise(BinaryFn<Binary::mul>{}, x, y, o, n, amax_partials, s);
-      case Binary::gelu_backward:
-        if constexpr (std::is_same_v<T, __nv_bfloat16>)
-          return launch_gelu_bf16<true>(BinaryFn<Binary::gelu_backward>{}, x, y, o, n, amax_partials, s);
-        else
-          return launch_elementwise(BinaryFn<Binary::gelu_backward>{}, x, y, o, n, amax_partials, s);
+      case Binary::gelu_backward: return launch_elementwise(BinaryFn<Binary::gelu_backward>{}, x, y, o, n, amax_partials, s);
     }
     return 0;
   });
@@ -383,11 +291,7 @@ int unary(Unary op, DType t, const void* x, double alpha, void* out, int64_t n, 
     switch (op) {
       case Unary::abs: return launch_elementwise(UnaryFn<Unary::abs>{alpha}, in, static_cast<const T*>(nullptr), o, n, amax_partials, s);
       case Unary::scale: return launch_elementwise(UnaryFn<Unary::scale>{alpha}, in, static_cast<const T*>(nullptr), o, n, amax_partials, s);
-      case Unary::gelu:
-        if constexpr (std::is_same_v<T, __nv_bfloat16>)
-          return launch_gelu_bf16<false>(UnaryFn<Unary::gelu>{alpha}, in, static_cast<const T*>(nullptr), o, n, amax_partials, s);
-        else
-          return launch_elementwise(UnaryFn<Unary::gelu>{alpha}, in, static_cast<const T*>(nullptr), o, n, amax_partials, s);
+      case Unary::gelu: return launch_elementwise(UnaryFn<Unary::gelu>{alpha}, in, static_cast<const T*>(nullptr), o, n, amax_partials, s);
       case Unary::sign: return launch_elementwise(UnaryFn<Unary::sign>{alpha}, in, static_cast<const T*>(nullptr), o, n, amax_partials, s);
     }
     return 0;

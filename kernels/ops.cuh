@@ -18,7 +18,7 @@ void transpose2d(const void* in, void* out, int64_t rows, int64_t cols, size_t e
 // entries where block i of the launch writes the max of |out| over its elements as the ordered
 // bits of amax_bits (src/cpu/fp8_gemm.hpp); they return how many blocks wrote one (0 for null
 // or f64). This is the amax hint that fp8_amax reads instead of a pass over out (src/amax_hint.hpp).
-constexpr int kAmaxPartials = 1024;
+constexpr int kAmaxPartials = 8192;  // the elementwise grid limit: hints do not change the grid
 int binary(Binary op, DType t, const void* a, const void* b, void* out, int64_t n, uint32_t* amax_partials,
            cudaStream_t s);
 int unary(Unary op, DType t, const void* x, double alpha, void* out, int64_t n, uint32_t* amax_partials,

@@ -14,9 +14,9 @@
 
 namespace octet::detail {
 
-// Below this many elements an op keeps no hint (an amax pass is cheap there, an extra
-// allocation is not).
-constexpr int64_t kAmaxHintMinNumel = int64_t{1} << 20;
+// Below this many elements (4M: an amax pass of a few microseconds) an op keeps no hint, so that
+// small, launch-bound ops do not pay for the partials' allocation.
+constexpr int64_t kAmaxHintMinNumel = int64_t{1} << 22;
 
 inline bool covers_storage(const Tensor& t) {
   const Storage& st = *t.impl()->storage;
