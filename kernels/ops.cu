@@ -78,9 +78,9 @@ template <class T> __device__ __forceinline__ uint32_t abs_bits(T v) {
 }
 
 // out[i] = f(a[i], b[i]) (b ignored by unary functions). With `vec` (all pointers 16-byte
-// aligned) the body moves 16 bytes per operand per step; the tail and unaligned views go
-// element by element. `out` may be `b` (axpy: each element is read, then written, by one thread),
-// so no pointer is __restrict__. With amax_partials (not f64) block i writes the max of |out| over
+// aligned) the body moves 16 bytes per operand per step, two steps' loads issued together; the
+// tail and unaligned views go element by element. `out` may be `b` (axpy: each element is read,
+// then written, by one thread), so no pointer is __restrict__. With amax_partials (not f64) block i writes the max of |out| over
 // its elements to amax_partials[i] (the hint that fp8_amax reads, ops.cuh).
 template <class T, class F>
 __global__ void elementwise_kernel(F f, const T* a, const T* b, T* out, int64_t n, bool vec, uint32_t* amax_partials) {
@@ -91,19 +91,31 @@ __global__ void elementwise_kernel(F f, const T* a, const T* b, T* out, int64_t 
   int64_t done = 0;
   if (vec) {
     const int64_t nv = n / V;
-    for (int64_t i = tid; i < nv; i += stride) {
-      const uint4 ra = reinterpret_cast<const uint4*>(a)[i];
-      const uint4 rb = b ? reinterpret_cast<const uint4*>(b)[i] : ra;
-      const T* ta = reinterpret_cast<const T*>(&ra);
-      const T* tb = reinterpret_cast<const T*>(&rb);
-      uint4 ro;
-      T* to = reinterpret_cast<T*>(&ro);
-#pragma unroll
-      for (int q = 0; q < V; ++q) {
-        to[q] = store_acc<T>(f(load_acc<T, acc_t<T>>(ta[q]), load_acc<T, acc_t<T>>(tb[q])));
-        if (track) m = max(m, abs_bits(to[q]));
+    const auto* av = reinterpret_cast<const uint4*>(a);
+    const auto* bv = reinterpret_cast<const uint4*>(b);
+    for (int64_t i = tid; i < nv; i += 2 * stride) {  // two vectors per operand in flight
+      const bool second = i + stride < nv;
+      uint4 ra[2], rb[2];
+      ra[0] = av[i];
+      rb[0] = b ? bv[i] : ra[0];
+      if (second) {
+        ra[1] = av[i + stride];
+        rb[1] = b ? bv[i + stride] : ra[1];
       }
-      reinterpret_cast<uint4*>(out)[i] = ro;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        if (h == 1 && !second) break;
+        const T* ta = reinterpret_cast<const T*>(&ra[h]);
+        const T* tb = reinterpret_cast<const T*>(&rb[h]);
+        uint4 ro;
+        T* to = reinterpret_cast<T*>(&ro);
+#pragma unroll
+        for (int q = 0; q < V; ++q) {
+          to[q] = store_acc<T>(f(load_acc<T, acc_t<T>>(ta[q]), load_acc<T, acc_t<T>>(tb[q])));
+          if (track) m = max(m, abs_bits(to[q]));
+        }
+        reinterpret_cast<uint4*>(out)[i + h * stride] = ro;
+      }
     }
     done = nv * V;
   }
