@@ -79,14 +79,19 @@ template <class T> __device__ __forceinline__ uint32_t abs_bits(T v) {
 
 // out[i] = f(a[i], b[i]) (b ignored by unary functions). With `vec` (all pointers 16-byte
 // aligned) the body moves 16 bytes per operand per step, two steps' loads issued together; the
-// tail and unaligned views go element by element. `out` may be `b` (axpy: each element is read,
-// then written, by one thread), so no pointer is __restrict__. With amax_partials (not f64) block i writes the max of |out| over
-// its elements to amax_partials[i] (the hint that fp8_amax reads, ops.cuh).
-template <class T, class F>
-__global__ void elementwise_kernel(F f, const T* a, const T* b, T* out, int64_t n, bool vec, uint32_t* amax_partials) {
+// tail and unaligned views go element by element. Inputs are read through the read-only path
+// unless Alias (an input overlaps out: axpy, where out is y and each element is read, then
+// written, by one thread). Track (not f64): block i writes the max of |out| over its elements to
+// amax_partials[i] (the hint that fp8_amax reads, ops.cuh); launches without a hint carry no code for it.
+template <bool ReadOnly, class P> __device__ __forceinline__ P load_from(const P* p) {
+  if constexpr (ReadOnly) return __ldg(p); else return *p;
+}
+
+template <class T, class F, bool Track, bool Alias>
+__global__ void elementwise_kernel(F f, const T* a, const T* b, T* out, int64_t n, bool vec,
+                                   uint32_t* __restrict__ amax_partials) {
   constexpr int V = 16 / sizeof(T);
   const int64_t tid = blockIdx.x * int64_t(blockDim.x) + threadIdx.x, stride = int64_t(gridDim.x) * blockDim.x;
-  const bool track = amax_partials != nullptr;
   uint32_t m = 0;
   int64_t done = 0;
   if (vec) {
@@ -96,11 +101,11 @@ __global__ void elementwise_kernel(F f, const T* a, const T* b, T* out, int64_t 
     for (int64_t i = tid; i < nv; i += 2 * stride) {  // two vectors per operand in flight
       const bool second = i + stride < nv;
       uint4 ra[2], rb[2];
-      ra[0] = av[i];
-      rb[0] = b ? bv[i] : ra[0];
+      ra[0] = load_from<!Alias>(av + i);
+      rb[0] = b ? load_from<!Alias>(bv + i) : ra[0];
       if (second) {
-        ra[1] = av[i + stride];
-        rb[1] = b ? bv[i + stride] : ra[1];
+        ra[1] = load_from<!Alias>(av + i + stride);
+        rb[1] = b ? load_from<!Alias>(bv + i + stride) : ra[1];
       }
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
@@ -112,7 +117,7 @@ __global__ void elementwise_kernel(F f, const T* a, const T* b, T* out, int64_t 
 #pragma unroll
         for (int q = 0; q < V; ++q) {
           to[q] = store_acc<T>(f(load_acc<T, acc_t<T>>(ta[q]), load_acc<T, acc_t<T>>(tb[q])));
-          if (track) m = max(m, abs_bits(to[q]));
+          if constexpr (Track) m = max(m, abs_bits(to[q]));
         }
         reinterpret_cast<uint4*>(out)[i + h * stride] = ro;
       }
@@ -123,9 +128,9 @@ __global__ void elementwise_kernel(F f, const T* a, const T* b, T* out, int64_t 
     const acc_t<T> u = load_acc<T, acc_t<T>>(a[i]);
     const T r = store_acc<T>(f(u, b ? load_acc<T, acc_t<T>>(b[i]) : u));
     out[i] = r;
-    if (track) m = max(m, abs_bits(r));
+    if constexpr (Track) m = max(m, abs_bits(r));
   }
-  if (track) {
+  if constexpr (Track) {
     m = block_max_u32(m);
     if (threadIdx.x == 0) amax_partials[blockIdx.x] = m;
   }
@@ -140,7 +145,15 @@ int launch_elementwise(F f, const T* a, const T* b, T* out, int64_t n, uint32_t*
   const int64_t items = vec ? n / (16 / int64_t(sizeof(T))) + 1 : n;
   if (std::is_same_v<T, double>) amax_partials = nullptr;
   const unsigned grid = grid_for(items, 256, kAmaxPartials);
-  elementwise_kernel<<<grid, 256, 0, s>>>(f, a, b, out, n, vec, amax_partials);
+  const auto overlaps = [&](const T* p) {
+    const uintptr_t lo = reinterpret_cast<uintptr_t>(out), hi = lo + sizeof(T) * n, q = reinterpret_cast<uintptr_t>(p);
+    return p != nullptr && q < hi && lo < q + sizeof(T) * n;
+  };
+  const bool alias = overlaps(a) || overlaps(b);
+  if (amax_partials && alias) elementwise_kernel<T, F, true, true><<<grid, 256, 0, s>>>(f, a, b, out, n, vec, amax_partials);
+  else if (amax_partials) elementwise_kernel<T, F, true, false><<<grid, 256, 0, s>>>(f, a, b, out, n, vec, amax_partials);
+  else if (alias) elementwise_kernel<T, F, false, true><<<grid, 256, 0, s>>>(f, a, b, out, n, vec, nullptr);
+  else elementwise_kernel<T, F, false, false><<<grid, 256, 0, s>>>(f, a, b, out, n, vec, nullptr);
   OCTET_LAUNCH_CHECK("elementwise_kernel");
   return amax_partials ? static_cast<int>(grid) : 0;
 }
