@@ -85,6 +85,18 @@ template <class F> decltype(auto) visit_float(DType t, const char* op, F&& f) {
   }
 }
 
+// Max of v over the block (any block shape, all threads must call it); valid in thread 0.
+__device__ __forceinline__ uint32_t block_max_u32(uint32_t v) {
+  __shared__ uint32_t part[32];
+  const unsigned tid = threadIdx.y * blockDim.x + threadIdx.x, warps = (blockDim.x * blockDim.y + 31) / 32;
+  v = __reduce_max_sync(0xFFFFFFFFu, v);
+  if (tid % 32 == 0) part[tid / 32] = v;
+  __syncthreads();
+  uint32_t w = 0u;
+  if (tid < 32) w = __reduce_max_sync(0xFFFFFFFFu, tid < warps ? part[tid] : 0u);
+  return w;
+}
+
 // Grid for a grid-stride loop over n items: at most 65535*? blocks; 64-bit safe.
 inline unsigned grid_for(int64_t n, int threads, int64_t max_blocks = 4096) {
   int64_t b = (n + threads - 1) / threads;

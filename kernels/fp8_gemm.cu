@@ -1,7 +1,7 @@
 // CUDA kernels of the fp8_gemm family: scaled casts to FP8 with a fused amax (and a fused
 // transposed copy and column sums through a shared-memory tile), the amax-only pass of current
-// scaling, dequantization, the one-block scale updates of the scaling recipes, and a pad/crop
-// copy for shapes cuBLASLt cannot take.
+// scaling (or its one-block reduction of an amax hint), dequantization, the one-block scale
+// updates of the scaling recipes, and a pad/crop copy for shapes cuBLASLt cannot take.
 // amax is an order-free max over ordered bits (amax_bits), so it is the same on every run.
 // Column sums are f32 partials per 64-row tile, then summed over the tiles in a fixed order.
 #include <atomic>
@@ -30,16 +30,8 @@ __device__ __forceinline__ uint8_t to_fp8(float v) {
 // Folds the block's max of v into *amax (all threads of the block must call it).
 __device__ void block_amax(uint32_t v, uint32_t* amax) {
   if (amax == nullptr) return;
-  __shared__ uint32_t part[32];
-  const unsigned tid = threadIdx.y * blockDim.x + threadIdx.x, warps = blockDim.x * blockDim.y / 32;
-  v = __reduce_max_sync(0xFFFFFFFFu, v);
-  if (tid % 32 == 0) part[tid / 32] = v;
-  __syncthreads();
-  if (tid < 32) {
-    uint32_t w = tid < warps ? part[tid] : 0u;
-    w = __reduce_max_sync(0xFFFFFFFFu, w);
-    if (tid == 0 && w != 0u) atomicMax(amax, w);
-  }
+  const uint32_t w = block_max_u32(v);
+  if (threadIdx.x == 0 && threadIdx.y == 0 && w != 0u) atomicMax(amax, w);
 }
 
 // Elementwise cast, V elements (16 bytes of input) per step; the tail goes one by one.
@@ -94,6 +86,14 @@ __global__ void amax_kernel(const In* __restrict__ x, int64_t n, uint32_t* amax)
   }
   for (int64_t i = nv * V + tid; i < n; i += stride) m = max(m, amax_bits(__float_as_uint(load_f32(x[i]))));
   block_amax(m, amax);
+}
+
+// amax from an amax hint (the per-block maxima an elementwise op wrote, kernels/ops.cuh): one block.
+__global__ void amax_partials_kernel(const uint32_t* __restrict__ partials, int count, uint32_t* amax) {
+  uint32_t m = 0;
+  for (int i = threadIdx.x; i < count; i += blockDim.x) m = max(m, partials[i]);
+  m = block_max_u32(m);
+  if (threadIdx.x == 0) *amax = m;
 }
 
 // Cast of x (rows, cols) writing q (rows, cols) and, when not null, q_t (cols, rows) through a
@@ -308,6 +308,11 @@ void fp8_cast(DType in_t, const void* x, DType fp8, const float* scale, void* q,
       OCTET_LAUNCH_CHECK("cast_kernel");
     });
   });
+}
+
+void fp8_amax_partials(const uint32_t* partials, int count, float* amax, cudaStream_t s) {
+  amax_partials_kernel<<<1, 1024, 0, s>>>(partials, count, reinterpret_cast<uint32_t*>(amax));
+  OCTET_LAUNCH_CHECK("amax_partials_kernel");
 }
 
 void fp8_dequantize(DType fp8, const void* q, const float* scale_inv, DType out_t, void* out, int64_t n,

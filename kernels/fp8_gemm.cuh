@@ -18,6 +18,8 @@ namespace octet::kernels {
 void fp8_cast(DType in_t, const void* x, DType fp8, const float* scale, void* q, void* q_t, int64_t rows,
               int64_t cols, float* amax, float* colsum_partial, void* colsum, cudaStream_t s);
 int64_t fp8_colsum_tiles(int64_t rows);
+// *amax = the max over `count` per-block maxima of an amax hint (ordered bits, kernels/ops.cuh).
+void fp8_amax_partials(const uint32_t* partials, int count, float* amax, cudaStream_t s);
 void fp8_dequantize(DType fp8, const void* q, const float* scale_inv, DType out_t, void* out, int64_t n,
                     cudaStream_t s);
 void fp8_current_scale(const float* amax, float fp8_max, int margin, float* scale, float* scale_inv, cudaStream_t s);

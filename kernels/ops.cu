@@ -1,10 +1,12 @@
 // CUDA kernels of the core ops: fill, transpose, elementwise, deterministic reductions, bias.
-// Elementwise kernels are grid-stride loops computing in f32 (f64 for f64). Reductions use a
+// Elementwise kernels (axpy included) are grid-stride loops over 16-byte vectors computing in f32
+// (f64 for f64), optionally writing per-block maxima of |out| for fp8_amax. Reductions use a
 // fixed grid (a function of n only) and a fixed combination order: same input, same bits.
 #include <cmath>
 
 #include "kernels/common.cuh"
 #include "kernels/ops.cuh"
+#include "src/cpu/fp8_gemm.hpp"
 
 namespace octet::kernels {
 namespace {
@@ -64,43 +66,96 @@ template <Unary OP> struct UnaryFn {
   }
 };
 
+template <class A> struct AxpyFn {  // y + alpha x with one rounding: a = x, b = y
+  A alpha;
+  __device__ A operator()(A u, A v) const { return fma(alpha, u, v); }
+};
+
+// |v| as the ordered bits of fp8_amax (amax_bits); never called for f64.
+template <class T> __device__ __forceinline__ uint32_t abs_bits(T v) {
+  if constexpr (std::is_same_v<T, double>) return 0u;
+  else return amax_bits(__float_as_uint(load_f32(v)));
+}
+
 // out[i] = f(a[i], b[i]) (b ignored by unary functions). With `vec` (all pointers 16-byte
-// aligned) the body moves 16 bytes per operand per step; the tail and unaligned views go
-// element by element.
-template <class T, class F>
-__global__ void elementwise_kernel(F f, const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ out,
-                                   int64_t n, bool vec) {
+// aligned) the body moves 16 bytes per operand per step, two steps' loads issued together; the
+// tail and unaligned views go element by element. Inputs are read through the read-only path
+// unless Alias (an input overlaps out: axpy, where out is y and each element is read, then
+// written, by one thread). Track (not f64): block i writes the max of |out| over its elements to
+// amax_partials[i] (the hint that fp8_amax reads, ops.cuh); launches without a hint carry no code for it.
+template <bool ReadOnly, class P> __device__ __forceinline__ P load_from(const P* p) {
+  if constexpr (ReadOnly) return __ldg(p); else return *p;
+}
+
+template <class T, class F, bool Track, bool Alias>
+__global__ void elementwise_kernel(F f, const T* a, const T* b, T* out, int64_t n, bool vec,
+                                   uint32_t* __restrict__ amax_partials) {
   constexpr int V = 16 / sizeof(T);
   const int64_t tid = blockIdx.x * int64_t(blockDim.x) + threadIdx.x, stride = int64_t(gridDim.x) * blockDim.x;
+  uint32_t m = 0;
   int64_t done = 0;
   if (vec) {
     const int64_t nv = n / V;
-    for (int64_t i = tid; i < nv; i += stride) {
-      const uint4 ra = reinterpret_cast<const uint4*>(a)[i];
-      const uint4 rb = b ? reinterpret_cast<const uint4*>(b)[i] : ra;
-      const T* ta = reinterpret_cast<const T*>(&ra);
-      const T* tb = reinterpret_cast<const T*>(&rb);
-      uint4 ro;
-      T* to = reinterpret_cast<T*>(&ro);
+    const auto* av = reinterpret_cast<const uint4*>(a);
+    const auto* bv = reinterpret_cast<const uint4*>(b);
+    for (int64_t i = tid; i < nv; i += 2 * stride) {  // two vectors per operand in flight
+      const bool second = i + stride < nv;
+      uint4 ra[2], rb[2];
+      ra[0] = load_from<!Alias>(av + i);
+      rb[0] = b ? load_from<!Alias>(bv + i) : ra[0];
+      if (second) {
+        ra[1] = load_from<!Alias>(av + i + stride);
+        rb[1] = b ? load_from<!Alias>(bv + i + stride) : ra[1];
+      }
 #pragma unroll
-      for (int q = 0; q < V; ++q) to[q] = store_acc<T>(f(load_acc<T, acc_t<T>>(ta[q]), load_acc<T, acc_t<T>>(tb[q])));
-      reinterpret_cast<uint4*>(out)[i] = ro;
+      for (int h = 0; h < 2; ++h) {
+        if (h == 1 && !second) break;
+        const T* ta = reinterpret_cast<const T*>(&ra[h]);
+        const T* tb = reinterpret_cast<const T*>(&rb[h]);
+        uint4 ro;
+        T* to = reinterpret_cast<T*>(&ro);
+#pragma unroll
+        for (int q = 0; q < V; ++q) {
+          to[q] = store_acc<T>(f(load_acc<T, acc_t<T>>(ta[q]), load_acc<T, acc_t<T>>(tb[q])));
+          if constexpr (Track) m = max(m, abs_bits(to[q]));
+        }
+        reinterpret_cast<uint4*>(out)[i + h * stride] = ro;
+      }
     }
     done = nv * V;
   }
   for (int64_t i = done + tid; i < n; i += stride) {
     const acc_t<T> u = load_acc<T, acc_t<T>>(a[i]);
-    out[i] = store_acc<T>(f(u, b ? load_acc<T, acc_t<T>>(b[i]) : u));
+    const T r = store_acc<T>(f(u, b ? load_acc<T, acc_t<T>>(b[i]) : u));
+    out[i] = r;
+    if constexpr (Track) m = max(m, abs_bits(r));
+  }
+  if constexpr (Track) {
+    m = block_max_u32(m);
+    if (threadIdx.x == 0) amax_partials[blockIdx.x] = m;
   }
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-template <class T, class F> void launch_elementwise(F f, const T* a, const T* b, T* out, int64_t n, cudaStream_t s) {
+// Returns the number of amax partials written (0 without amax_partials).
+template <class T, class F>
+int launch_elementwise(F f, const T* a, const T* b, T* out, int64_t n, uint32_t* amax_partials, cudaStream_t s) {
   const bool vec = aligned16(a) && (!b || aligned16(b)) && aligned16(out);
   const int64_t items = vec ? n / (16 / int64_t(sizeof(T))) + 1 : n;
-  elementwise_kernel<<<grid_for(items, 256, 8192), 256, 0, s>>>(f, a, b, out, n, vec);
+  if (std::is_same_v<T, double>) amax_partials = nullptr;
+  const unsigned grid = grid_for(items, 256, kAmaxPartials);
+  const auto overlaps = [&](const T* p) {
+    const uintptr_t lo = reinterpret_cast<uintptr_t>(out), hi = lo + sizeof(T) * n, q = reinterpret_cast<uintptr_t>(p);
+    return p != nullptr && q < hi && lo < q + sizeof(T) * n;
+  };
+  const bool alias = overlaps(a) || overlaps(b);
+  if (amax_partials && alias) elementwise_kernel<T, F, true, true><<<grid, 256, 0, s>>>(f, a, b, out, n, vec, amax_partials);
+  else if (amax_partials) elementwise_kernel<T, F, true, false><<<grid, 256, 0, s>>>(f, a, b, out, n, vec, amax_partials);
+  else if (alias) elementwise_kernel<T, F, false, true><<<grid, 256, 0, s>>>(f, a, b, out, n, vec, nullptr);
+  else elementwise_kernel<T, F, false, false><<<grid, 256, 0, s>>>(f, a, b, out, n, vec, nullptr);
   OCTET_LAUNCH_CHECK("elementwise_kernel");
+  return amax_partials ? static_cast<int>(grid) : 0;
 }
 
 // NaN-propagating max of |values|.
@@ -179,13 +234,6 @@ template <class T> __global__ void sum_rows_kernel(const T* x, T* out, int64_t r
   }
 }
 
-template <class T> __global__ void axpy_kernel(const T* x, T* y, int64_t n, double alpha) {
-  using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
-  const A al = static_cast<A>(alpha);
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    y[i] = store<T>(fma(al, load_acc<T, A>(x[i]), load_acc<T, A>(y[i])));
-}
-
 template <class I, class O> __global__ void convert_kernel(const I* in, O* out, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     if constexpr (std::is_same_v<I, double> || std::is_same_v<I, int64_t> || std::is_same_v<I, int32_t> ||
@@ -240,34 +288,38 @@ void transpose2d(const void* in, void* out, int64_t rows, int64_t cols, size_t e
   OCTET_LAUNCH_CHECK("transpose_kernel");
 }
 
-void binary(Binary op, DType t, const void* a, const void* b, void* out, int64_t n, cudaStream_t s) {
-  if (n == 0) return;
-  visit_float(t, "binary", [&](auto tag) {
+int binary(Binary op, DType t, const void* a, const void* b, void* out, int64_t n, uint32_t* amax_partials,
+           cudaStream_t s) {
+  if (n == 0) return 0;
+  return visit_float(t, "binary", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* x = static_cast<const T*>(a);
     const T* y = static_cast<const T*>(b);
     T* o = static_cast<T*>(out);
     switch (op) {
-      case Binary::add: return launch_elementwise(BinaryFn<Binary::add>{}, x, y, o, n, s);
-      case Binary::sub: return launch_elementwise(BinaryFn<Binary::sub>{}, x, y, o, n, s);
-      case Binary::mul: return launch_elementwise(BinaryFn<Binary::mul>{}, x, y, o, n, s);
-      case Binary::gelu_backward: return launch_elementwise(BinaryFn<Binary::gelu_backward>{}, x, y, o, n, s);
+      case Binary::add: return launch_elementwise(BinaryFn<Binary::add>{}, x, y, o, n, amax_partials, s);
+      case Binary::sub: return launch_elementwise(BinaryFn<Binary::sub>{}, x, y, o, n, amax_partials, s);
+      case Binary::mul: return launch_elementwise(BinaryFn<Binary::mul>{}, x, y, o, n, amax_partials, s);
+      case Binary::gelu_backward: return launch_elementwise(BinaryFn<Binary::gelu_backward>{}, x, y, o, n, amax_partials, s);
     }
+    return 0;
   });
 }
 
-void unary(Unary op, DType t, const void* x, double alpha, void* out, int64_t n, cudaStream_t s) {
-  if (n == 0) return;
-  visit_float(t, "unary", [&](auto tag) {
+int unary(Unary op, DType t, const void* x, double alpha, void* out, int64_t n, uint32_t* amax_partials,
+          cudaStream_t s) {
+  if (n == 0) return 0;
+  return visit_float(t, "unary", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* in = static_cast<const T*>(x);
     T* o = static_cast<T*>(out);
     switch (op) {
-      case Unary::abs: return launch_elementwise(UnaryFn<Unary::abs>{alpha}, in, static_cast<const T*>(nullptr), o, n, s);
-      case Unary::scale: return launch_elementwise(UnaryFn<Unary::scale>{alpha}, in, static_cast<const T*>(nullptr), o, n, s);
-      case Unary::gelu: return launch_elementwise(UnaryFn<Unary::gelu>{alpha}, in, static_cast<const T*>(nullptr), o, n, s);
-      case Unary::sign: return launch_elementwise(UnaryFn<Unary::sign>{alpha}, in, static_cast<const T*>(nullptr), o, n, s);
+      case Unary::abs: return launch_elementwise(UnaryFn<Unary::abs>{alpha}, in, static_cast<const T*>(nullptr), o, n, amax_partials, s);
+      case Unary::scale: return launch_elementwise(UnaryFn<Unary::scale>{alpha}, in, static_cast<const T*>(nullptr), o, n, amax_partials, s);
+      case Unary::gelu: return launch_elementwise(UnaryFn<Unary::gelu>{alpha}, in, static_cast<const T*>(nullptr), o, n, amax_partials, s);
+      case Unary::sign: return launch_elementwise(UnaryFn<Unary::sign>{alpha}, in, static_cast<const T*>(nullptr), o, n, amax_partials, s);
     }
+    return 0;
   });
 }
 
@@ -306,12 +358,13 @@ void sum_rows(DType t, const void* x, void* out, int64_t rows, int64_t cols, cud
   });
 }
 
-void axpy(DType t, double alpha, const void* x, void* y, int64_t n, cudaStream_t s) {
-  if (n == 0) return;
-  visit_float(t, "axpy", [&](auto tag) {
+int axpy(DType t, double alpha, const void* x, void* y, int64_t n, uint32_t* amax_partials, cudaStream_t s) {
+  if (n == 0) return 0;
+  return visit_float(t, "axpy", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    axpy_kernel<<<grid_for(n, 256), 256, 0, s>>>(static_cast<const T*>(x), static_cast<T*>(y), n, alpha);
-    OCTET_LAUNCH_CHECK("axpy_kernel");
+    using A = acc_t<T>;
+    return launch_elementwise(AxpyFn<A>{static_cast<A>(alpha)}, static_cast<const T*>(x), static_cast<const T*>(y),
+                              static_cast<T*>(y), n, amax_partials, s);
   });
 }
 

@@ -106,6 +106,7 @@ void scale_by_(const Tensor& grad, const Tensor& scale) {
   check::shape_is(op, "scale", scale, {});
   check::device_is(op, "scale", scale, grad.device());
   autograd::refuse(op, {grad});
+  autograd::mark_inplace(op, "grad", grad);  // retires an amax hint of grad (src/amax_hint.hpp)
   if (grad.device().is_cpu()) {
     cpu::scale_by(grad.dtype(), grad.data(), grad.numel(), *scale.data_ptr<float>());
     return;

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "kernels/fp8_gemm.cuh"
+#include "src/amax_hint.hpp"
 #include "octet/autograd.hpp"
 #include "octet/convert.hpp"
 #include "octet/ops.hpp"
@@ -354,8 +355,12 @@ Tensor fp8_amax(const Tensor& x) {
     cpu::fp8_cast(x.dtype(), x.data(), DType::f8_e4m3, 1.0f, nullptr, nullptr, 1, x.numel(), amax_p);
   } else {
     detail::DeviceGuard g(x.device());
-    kernels::fp8_cast(x.dtype(), x.data(), DType::f8_e4m3, nullptr, nullptr, nullptr, 1, x.numel(), amax_p, nullptr,
-                      nullptr, detail::stream(x.device()));
+    int blocks = 0;
+    if (const uint32_t* partials = detail::amax_hint(x, &blocks))  // x's producer kept its amax
+      kernels::fp8_amax_partials(partials, blocks, amax_p, detail::stream(x.device()));
+    else
+      kernels::fp8_cast(x.dtype(), x.data(), DType::f8_e4m3, nullptr, nullptr, nullptr, 1, x.numel(), amax_p, nullptr,
+                        nullptr, detail::stream(x.device()));
   }
   return amax;
 }

@@ -6,6 +6,7 @@
 
 #include "octet/autograd.hpp"
 #include "kernels/ops.cuh"
+#include "src/amax_hint.hpp"
 #include "src/check.hpp"
 #include "src/cpu/ops.hpp"
 #include "src/cuda_check.hpp"
@@ -30,7 +31,9 @@ Tensor binary_op(const char* op, Binary kind, const Tensor& a, const Tensor& b) 
     cpu::binary(kind, a.dtype(), a.data(), b.data(), out.data(), a.numel());
   } else {
     detail::DeviceGuard g(a.device());
-    kernels::binary(kind, a.dtype(), a.data(), b.data(), out.data(), a.numel(), detail::stream(a.device()));
+    auto hint = detail::amax_hint_buffer(out, kernels::kAmaxPartials);
+    detail::set_amax_hint(out, hint, kernels::binary(kind, a.dtype(), a.data(), b.data(), out.data(), a.numel(),
+                                                     detail::hint_data(hint), detail::stream(a.device())));
   }
   (void)op;
   return out;
@@ -42,7 +45,9 @@ Tensor unary_op(Unary kind, const Tensor& x, double alpha) {
     cpu::unary(kind, x.dtype(), x.data(), alpha, out.data(), x.numel());
   } else {
     detail::DeviceGuard g(x.device());
-    kernels::unary(kind, x.dtype(), x.data(), alpha, out.data(), x.numel(), detail::stream(x.device()));
+    auto hint = detail::amax_hint_buffer(out, kernels::kAmaxPartials);
+    detail::set_amax_hint(out, hint, kernels::unary(kind, x.dtype(), x.data(), alpha, out.data(), x.numel(),
+                                                    detail::hint_data(hint), detail::stream(x.device())));
   }
   return out;
 }
@@ -329,7 +334,10 @@ void axpy_(const Tensor& y, double alpha, const Tensor& x) {
     cpu::axpy(y.dtype(), alpha, x.data(), y.data(), y.numel());
   } else {
     detail::DeviceGuard g(y.device());
-    kernels::axpy(y.dtype(), alpha, x.data(), y.data(), y.numel(), detail::stream(y.device()));
+    auto hint = detail::amax_hint_buffer(y, kernels::kAmaxPartials);
+    const int blocks = kernels::axpy(y.dtype(), alpha, x.data(), y.data(), y.numel(), detail::hint_data(hint),
+                                     detail::stream(y.device()));
+    if (hint) detail::set_amax_hint(y, hint, blocks);  // y's version was bumped above
   }
 }
 

@@ -366,8 +366,10 @@ void scale_by(Device d) {
         const float s = 0.3712f;
         for (float& v : prod) v *= s;
         const Tensor expected = Tensor::from_vector(prod, Shape{n}).to(t);
+        const uint64_t version = g.impl()->storage->version;
         scale_by_(g, Tensor::full({}, s, DType::f32, d));
         CHECK(test::bitwise_equal(g.to(Device::cpu()), expected));
+        CHECK(g.impl()->storage->version == version + 1);  // an in-place write (retires amax hints)
         // scale exactly 1: nothing written (poisoned NaN bits stay as they are).
         Tensor p = shifted(test::poisoned({n}, t, d), shift);
         scale_by_(p, Tensor::ones({}, DType::f32, d));

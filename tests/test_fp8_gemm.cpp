@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "octet/convert.hpp"
+#include "src/amax_hint.hpp"
 #include "tests/helpers.hpp"
 
 using namespace octet;
@@ -652,6 +653,48 @@ OCTET_CUDA_TEST("cast_to_fp8, dequantize and scale updates: CUDA bits equal CPU 
     CHECK(test::bitwise_equal(sg.scale_inv.to(c), sc.scale_inv));
     CHECK(test::bitwise_equal(hg.to(c), hc));
   }
+}
+
+// CUDA elementwise ops keep the amax of their output (src/amax_hint.hpp) and fp8_amax reduces it
+// instead of reading the data: it must give the bits of a pass over the same data (a clone has no
+// hint), and an in-place write must retire it.
+OCTET_CUDA_TEST("fp8_amax: amax hints of CUDA elementwise ops equal a pass over the data") {
+  manual_seed(91);
+  const Device g = Device::cuda(0);
+  const int64_t n = detail::kAmaxHintMinNumel + 13;  // a tail after the 16-byte vectors
+  int blocks = 0;
+  auto check_hinted = [&](const Tensor& out) {
+    CAPTURE(out.str());
+    CHECK(detail::amax_hint(out, &blocks) != nullptr);
+    CHECK(detail::amax_hint(out.clone(), &blocks) == nullptr);
+    CHECK(test::bitwise_equal(fp8_amax(out), fp8_amax(out.clone())));
+  };
+  for (DType t : kHigh) {
+    CAPTURE(dtype_name(t));
+    Tensor x = scale(randn({n}, DType::f32, g), 3.0).to(t), y = randn({n}, DType::f32, g).to(t);
+    for (const Tensor& out : {gelu(x), add(x, y), sub(x, y), mul(x, y), scale(x, -2.0), abs(x)}) check_hinted(out);
+    check_hinted(gelu(x).reshape({n}));
+    Tensor xl = x.detach().requires_grad_();
+    backward(gelu(xl), y);  // gelu's gradient: one binary op
+    check_hinted(xl.grad());
+    Tensor w = y.clone();
+    axpy_(w, -0.5, x);
+    check_hinted(w);
+    w.fill_(7.0);  // an in-place write bumps the version: the hint is stale
+    CHECK(detail::amax_hint(w, &blocks) == nullptr);
+    CHECK(fp8_amax(w).item() == 7.0);
+    // NaN and Inf in the output: the same canonical bits as the pass
+    std::vector<float> v(static_cast<size_t>(n), 0.5f);
+    v[n - 1] = NAN;
+    v[7] = -INFINITY;
+    Tensor special = Tensor::from_vector(v, g).reshape({n}).to(t);
+    check_hinted(scale(special, 1.0));
+    v[n - 1] = 0.5f;
+    check_hinted(scale(Tensor::from_vector(v, g).to(t), 2.0));
+  }
+  Tensor small = gelu(randn({1000}, DType::bf16, g));  // below kAmaxHintMinNumel: no hint, the pass
+  CHECK(detail::amax_hint(small, &blocks) == nullptr);
+  CHECK(fp8_amax(small).item() == max_abs(small).item());
 }
 
 OCTET_CUDA_TEST("matmul_fp8: cuBLASLt agrees with the CPU emulation; paths") {

@@ -26,6 +26,14 @@ struct Storage {
   size_t bytes = 0;
   Device device;
   uint64_t version = 0;  // counts in-place writes (autograd::mark_inplace, SavedTensor)
+  // amax hint (src/amax_hint.hpp): per-block maxima of |x| over all `amax_numel` elements of
+  // `amax_dtype`, written on the device by the CUDA elementwise op that produced version
+  // `amax_version` of the contents; fp8_amax reads them instead of the data.
+  std::shared_ptr<Storage> amax_partials;
+  int amax_blocks = 0;
+  uint64_t amax_version = 0;
+  int64_t amax_numel = 0;
+  DType amax_dtype = DType::f32;
   Storage(size_t bytes, Device device);
   ~Storage();
   Storage(const Storage&) = delete;
