@@ -64,8 +64,9 @@ Tensor fp8_matmul(const Fp8Args& p, const Tensor& A, const Tensor& B, const Code
   if (empty) {
     out = Tensor::zeros(out_shape, A.dtype(), A.device());
   } else {
-    Aq = mixed ? fake_quantize_blockwise(A.detach(), fw_code, bsz) : fake_quantize(A.detach(), fw_code);
+    // B first: its quantize pass rereads B right after its absmax pass, partly from L2.
     Bq = fake_quantize(B.detach(), fw_code);
+    Aq = mixed ? fake_quantize_blockwise(A.detach(), fw_code, bsz) : fake_quantize(A.detach(), fw_code);
     out = Tensor::empty(out_shape, A.dtype(), A.device());
     gemm_into(Aq, Bq, out, rows, k, n, false, p.b_transposed);
   }

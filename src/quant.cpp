@@ -112,16 +112,18 @@ struct CodeAccess {
     Code::Impl& im = *c.impl_;
     std::lock_guard lock(im.mutex);
     const cpu::IndexLut& lut = lut_locked(im);
-    const size_t bytes = sizeof(quant_index::Tables) + lut.entries.size() * sizeof(quant_index::LutEntry);
+    const size_t lut_end = sizeof(quant_index::Tables) + lut.entries.size() * sizeof(quant_index::LutEntry);
+    const size_t bytes = lut_end + lut.compact_entries.size() * sizeof(uint32_t);
     const Tensor* t = find(im.index_on, device);
     if (!t) {
       std::vector<uint8_t> image(bytes);
       std::memcpy(image.data(), &im.tables, sizeof im.tables);
-      std::memcpy(image.data() + sizeof im.tables, lut.entries.data(), bytes - sizeof im.tables);
+      std::memcpy(image.data() + sizeof im.tables, lut.entries.data(), lut_end - sizeof im.tables);
+      std::memcpy(image.data() + lut_end, lut.compact_entries.data(), bytes - lut_end);
       im.index_on.emplace_back(device, Tensor::from_vector(image, device));
       t = &im.index_on.back().second;
     }
-    return {t->data(), static_cast<int32_t>(bytes), lut.shape};
+    return {t->data(), static_cast<int32_t>(bytes), lut.shape, lut.compact, static_cast<int32_t>(lut_end)};
   }
 
  private:
@@ -200,7 +202,6 @@ void quantize_into(const char* op, const Tensor& A, const Code& code, int64_t bl
   if (blocksize > 0) {
     kernels::quantize_blockwise(A.dtype(), A.data(), n, q, blocksize, am, c, f, s);
   } else {
-    kernels::absmax_global(A.dtype(), A.data(), n, am, s);
     kernels::quantize_global(A.dtype(), A.data(), n, q, am, c, f, s);
   }
 }

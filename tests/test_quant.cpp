@@ -329,6 +329,26 @@ TEST_CASE("kernel index LUT == closed form on all floats (every change point of 
     int64_t bad = 0;
     for (float x : xs) bad += qi::lut_index(lut.entries.data(), s, tab, x) != qi::closed_form(tab.code, tab.mid, x);
     CHECK(bad == 0);
+    // The kernels' compact table (built on the host, evaluated by the same function as on the
+    // device): it changes only at slot starts, at the LUT's thresholds and at the window's ends.
+    const qi::Compact& c = lut.compact;
+    MESSAGE(t.name << ": compact table of " << c.entries << " slots, shift " << c.sh);
+    REQUIRE(c.entries > 0);
+    CHECK(lut.compact_entries.size() >= static_cast<size_t>(c.entries));
+    for (int32_t k = 0; k < c.entries / 2; ++k) {
+      const uint32_t us = static_cast<uint32_t>(c.kbase + k) << c.sh;
+      for (uint32_t sign = 0; sign < 2; ++sign)
+        for (uint32_t u : {us, us - 1, us + 1}) xs.push_back(from_bits((u & 0x7FFFFFFFu) | sign << 31));
+    }
+    for (float w : {c.lo, c.hi})
+      for (int d = -1; d <= 1; ++d)
+        for (uint32_t sign = 0; sign < 2; ++sign)
+          xs.push_back(from_bits(((qi::float_bits(w) + static_cast<uint32_t>(d)) & 0x7FFFFFFFu) | sign << 31));
+    int64_t bad_compact = 0;
+    for (float x : xs)
+      bad_compact += (qi::compact_index(lut.compact_entries.data(), c, x) & 0xFFu) !=
+                     static_cast<uint32_t>(qi::closed_form(tab.code, tab.mid, x));
+    CHECK(bad_compact == 0);
   }
 }
 
@@ -339,6 +359,7 @@ TEST_CASE("index LUT of a crowded user table falls back to the closed form") {
   const qi::Tables tab = cpu::index_tables(v.data());
   const cpu::IndexLut& lut = quant_internal::index_lut(c);
   CHECK(lut.slow_buckets > 0);
+  CHECK(lut.compact.entries == 0);  // the kernels use lut_index() on it
   int64_t bad = 0;
   for (float x : critical_points(v))
     bad += qi::lut_index(lut.entries.data(), lut.shape, tab, x) != bnb_index(tab.code, x);
@@ -912,9 +933,10 @@ OCTET_CUDA_TEST("kernels write every output element (poisoned buffers) and handl
         CHECK(test::bitwise_equal(y, fake));
         // Global quantize into poisoned buffers; absmax stays on the device.
         Tensor g_d = test::poisoned({n}, DType::u8, cuda), gam_d = test::poisoned({1}, DType::f32, cuda);
-        kernels::absmax_global(t, Ad.data(), n, gam_d.data_ptr<float>(), s);
         kernels::quantize_global(t, Ad.data(), n, qd, gam_d.data_ptr<float>(), g_d.data_ptr<uint8_t>(), nullptr, s);
-        CHECK(test::bitwise_equal(g_d, quantize(A).codes));
+        const Quantized gq = quantize(A);
+        CHECK(test::bitwise_equal(g_d, gq.codes));
+        CHECK(test::bitwise_equal(gam_d, gq.state.absmax));
         // Views that start one element in: the kernels take their unaligned path.
         if (n > 2) {
           const Tensor vc = view(A, 1, n - 2), vd = view(Ad, 1, n - 2);

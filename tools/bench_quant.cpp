@@ -20,6 +20,9 @@ void bench_quant(Context& ctx) {
     const double bytes = double(A.nbytes()) + double(kN) + 4.0 * double((kN + bs - 1) / bs);
     ctx.add_bandwidth("quant", "quantize_blockwise", cat(dtype_name(t), " n=64M blocksize=", bs), bytes, ms, mn, target,
                       note);
+    const double b2b = ctx.time_back_to_back_ms([&](int) { (void)quantize_blockwise(A, code, bs); });
+    ctx.add_bandwidth("quant", "quantize_blockwise, back to back", cat(dtype_name(t), " n=64M blocksize=", bs), bytes,
+                      b2b, b2b);
   };
   blockwise(DType::f32, 4096, ">= 2500 GB/s", "bitsandbytes 0.49.2: 730 GB/s");
   blockwise(DType::f32, 64, ">= 2300 GB/s", "bitsandbytes 0.49.2: 441 GB/s");

@@ -24,6 +24,8 @@ struct IndexLut {
   quant_index::LutShape shape;
   std::vector<quant_index::LutEntry> entries;  // positive half, then negative half
   int slow_buckets = 0;
+  quant_index::Compact compact;            // the kernels' table (compact.entries == 0: none)
+  std::vector<uint32_t> compact_entries;
 };
 IndexLut build_index_lut(const quant_index::Tables& t);
 
