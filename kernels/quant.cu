@@ -11,7 +11,6 @@
 // lut_index() on the LUT in global memory; partial or unaligned tiles take a checked path.
 // Float arithmetic uses explicit _rn intrinsics: no contraction, no flush-to-zero.
 #include <algorithm>
-#include <cstdlib>
 #include <mutex>
 #include <vector>
 
@@ -142,14 +141,25 @@ __device__ __forceinline__ void block_absmax(float (&m)[J], float* warp_max, int
   }
 }
 
-// Shared memory of the quantize kernels: the code values, then the compact table (copied from
-// the Code's device image, where the host built it once: quant_index.cuh build_compact). No
-// barrier here: the caller has one before the first lookup.
-__device__ __forceinline__ void load_index(float* code, uint32_t* ct, const qi::Tables* __restrict__ gtab,
+// Shared memory of the quantize kernels: with fake outputs, the code values replicated per lane
+// (rep[q * 32 + lane]: the lookup of code[q] is free of bank conflicts; 32 KiB), then the
+// compact table (copied from the Code's device image, where the host built it once:
+// quant_index.cuh build_compact). No barrier here: the caller has one before the first lookup.
+constexpr int kRepFloats = 256 * 32;
+
+__host__ __device__ constexpr size_t rep_bytes(bool fake) { return fake ? sizeof(float) * kRepFloats : 0; }
+
+__device__ __forceinline__ void load_index(uint32_t* smem, bool fake, const qi::Tables* __restrict__ gtab,
                                            const qi::Compact& c, int32_t compact_offset) {
-  code[threadIdx.x] = gtab->code[threadIdx.x];  // kThreads == 256
+  if (fake) {  // thread t writes row t; the 16-byte column is rotated by t (4 wavefronts per store)
+    const float v = __ldg(gtab->code + threadIdx.x);  // kThreads == 256
+    float4* row = reinterpret_cast<float4*>(smem) + threadIdx.x * 8;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) row[(k + threadIdx.x) & 7] = make_float4(v, v, v, v);
+  }
+  uint4* ct = reinterpret_cast<uint4*>(smem + (fake ? kRepFloats : 0));
   const uint4* src = reinterpret_cast<const uint4*>(reinterpret_cast<const uint8_t*>(gtab) + compact_offset);
-  for (int i = threadIdx.x; i < (c.entries + 3) / 4; i += kThreads) reinterpret_cast<uint4*>(ct)[i] = __ldg(src + i);
+  for (int i = threadIdx.x; i < (c.entries + 3) / 4; i += kThreads) ct[i] = __ldg(src + i);
 }
 
 template <class T, int V>
@@ -181,18 +191,25 @@ __device__ __forceinline__ CodeVec<V> pack_codes(const uint32_t (&q)[V]) {
 
 // What the per-element lookup needs: the compact table (C) or, failing that, the global LUT.
 struct Lookup {
-  const float* code;  // shared memory
-  const uint32_t* ct;
+  const float* code;  // shared memory: code[q << 5] is code value q (this lane's replica)
+  const uint32_t* ctb;  // shared memory: the compact table - 2 * kbase (indexed by the key)
   qi::Compact c;
   const qi::Tables* gtab;
   qi::LutShape shape;
 };
 
+__device__ __forceinline__ Lookup make_lookup(uint32_t* smem, bool fake, const qi::Tables* gtab, const qi::Compact& c,
+                                              const qi::LutShape& shape) {
+  return {reinterpret_cast<const float*>(smem) + (threadIdx.x & 31),
+          smem + (fake ? kRepFloats : 0) - 2 * static_cast<uint32_t>(c.kbase), c, gtab, shape};
+}
+
 template <bool C>
 __device__ __forceinline__ uint32_t lookup(const Lookup& L, float x) {
-  if constexpr (C)
-    return qi::compact_index(L.ct, L.c, x);
-  else
+  if constexpr (C) {
+    const qi::CompactKey k = qi::compact_key(L.c, x);
+    return qi::compact_step(L.ctb[k.key], k.w);
+  } else
     return static_cast<uint32_t>(
         qi::lut_index(reinterpret_cast<const qi::LutEntry*>(L.gtab + 1), L.shape, *L.gtab, x));
 }
@@ -286,7 +303,7 @@ __device__ __forceinline__ void quantize_tile(float (&v)[J][V], int64_t base, in
     if (fake) {
       float y[V];
 #pragma unroll
-      for (int k = 0; k < V; ++k) y[k] = __fmul_rn(L.code[q[k] & 0xFF], m[j]);
+      for (int k = 0; k < V; ++k) y[k] = __fmul_rn(L.code[(q[k] & 0xFF) << 5], m[j]);
       store_vec<T, V>(fake, e, Full ? INT64_MAX : n, Full || aligned, y);
     }
   }
@@ -342,14 +359,14 @@ __global__ void __launch_bounds__(kThreads, 3)
   uint4 X[J], Y[J];
   if (tile < full) load_tile<T, J, V>(X, A, tile * kTile + off);
   if (D == 2 && tile + G < full) load_tile<T, J, V>(Y, A, (tile + G) * kTile + off);
-  load_index(reinterpret_cast<float*>(smem), smem + 256, gtab, c, compact_offset);
+  load_index(smem, fake != nullptr, gtab, c, compact_offset);
   float gabs = 0.0f;
   if constexpr (B == 0)
     gabs = global_absmax(partial, parts, absmax, reinterpret_cast<unsigned*>(warp_max));
   else
     __syncthreads();
   const GlobalDiv gd = B == 0 ? global_div(gabs) : GlobalDiv{};
-  const Lookup L{reinterpret_cast<const float*>(smem), smem + 256, c, gtab, shape};
+  const Lookup L = make_lookup(smem, fake != nullptr, gtab, c, shape);
   auto walk = [&](auto compact) {
     constexpr bool Cm = decltype(compact)::value;
     int it = 0;  // this block's tile count (parity for block_absmax)
@@ -518,8 +535,8 @@ __global__ void sub_offset_kernel(const float* __restrict__ x, int64_t n, const 
 __global__ void index_check_kernel(const qi::Tables* __restrict__ gtab, qi::LutShape shape, qi::Compact c,
                                    int32_t compact_offset, unsigned long long* bad) {
   extern __shared__ uint32_t smem[];
-  const Lookup L{reinterpret_cast<const float*>(smem), smem + 256, c, gtab, shape};
-  load_index(reinterpret_cast<float*>(smem), smem + 256, gtab, c, compact_offset);
+  const Lookup L = make_lookup(smem, false, gtab, c, shape);
+  load_index(smem, false, gtab, c, compact_offset);
   __syncthreads();
   const bool compact = c.entries > 0;
   unsigned long long local = 0;
@@ -562,13 +579,13 @@ unsigned persistent_grid(K kernel, size_t smem, int64_t tiles) {
   return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(tiles, blocks)));
 }
 
-// Dynamic shared memory of a kernel using load_index (the opt-in above 48 KiB set once).
+// Dynamic shared memory of a kernel using load_index (the opt-in above 48 KiB set when needed).
 template <class K>
-size_t index_smem(K kernel, const qi::Compact& c) {
-  const size_t bytes = 1024 + 16 * static_cast<size_t>((c.entries + 3) / 4);
+size_t index_smem(K kernel, const qi::Compact& c, bool fake) {
+  const size_t bytes = rep_bytes(fake) + 16 * static_cast<size_t>((c.entries + 3) / 4);
   if (bytes > 48 * 1024)
-    OCTET_CUDA_CHECK(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 1024 + 4 * qi::kMaxCompact));
+    OCTET_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          static_cast<int>(rep_bytes(true) + 4 * qi::kMaxCompact)));
   return bytes;
 }
 
@@ -589,42 +606,19 @@ void visit_quant(DType t, F&& f) {
   }
 }
 
-// Full tiles in flight per thread: 1 for f32 (16 bytes x 4), 2 for f16/bf16 (so that as many
-// bytes are in flight as for f32). OCTET_QUANT_DEPTH=1|2 overrides it for f32 (measurements).
-template <class T>
-int tiles_in_flight() {
-  if constexpr (sizeof(T) == 4) {
-    static const int d = [] {
-      const char* e = std::getenv("OCTET_QUANT_DEPTH");
-      return e && e[0] == '2' ? 2 : 1;
-    }();
-    return d;
-  } else {
-    return 2;
-  }
-}
-
-template <class T, int B, int D>
-void launch_quantize_d(const T* A, int64_t n, const QuantIndex& q, const unsigned* partial, int parts, float* absmax,
-                       uint8_t* codes, T* fake, cudaStream_t s) {
+// Full tiles in flight per thread: 1 for f32 (4 x 16 bytes), 2 for f16/bf16 (the same bytes
+// in flight). Measured on an H200: 2 tiles for f32 spill registers and lose 3-8 %.
+template <class T, int B>
+void launch_quantize(const T* A, int64_t n, const QuantIndex& q, const unsigned* partial, int parts, float* absmax,
+                     uint8_t* codes, T* fake, cudaStream_t s) {
+  constexpr int D = sizeof(T) == 4 ? 1 : 2;
   const auto kernel = quantize_kernel<T, B, D>;
-  const size_t smem = index_smem(kernel, q.compact);
+  const size_t smem = index_smem(kernel, q.compact, fake != nullptr);
   const bool aligned = aligned16(A) && aligned16(codes) && (!fake || aligned16(fake));
   const unsigned grid = persistent_grid(kernel, smem, (n + kTile - 1) / kTile);
   kernel<<<grid, kThreads, smem, s>>>(A, n, static_cast<const qi::Tables*>(q.data), q.shape, q.compact,
                                       q.compact_offset, partial, parts, absmax, codes, fake, aligned);
   OCTET_LAUNCH_CHECK("quantize_kernel");
-}
-
-template <class T, int B>
-void launch_quantize(const T* A, int64_t n, const QuantIndex& q, const unsigned* partial, int parts, float* absmax,
-                     uint8_t* codes, T* fake, cudaStream_t s) {
-  if constexpr (sizeof(T) == 4) {
-    if (tiles_in_flight<T>() == 2) return launch_quantize_d<T, B, 2>(A, n, q, partial, parts, absmax, codes, fake, s);
-    return launch_quantize_d<T, B, 1>(A, n, q, partial, parts, absmax, codes, fake, s);
-  } else {
-    return launch_quantize_d<T, B, 2>(A, n, q, partial, parts, absmax, codes, fake, s);
-  }
 }
 
 }  // namespace
@@ -731,7 +725,7 @@ uint64_t index_mismatches(const QuantIndex& q, cudaStream_t s) {
   int dev = 0, sms = 0;
   OCTET_CUDA_CHECK(cudaGetDevice(&dev));
   OCTET_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  const size_t smem = index_smem(index_check_kernel, q.compact);
+  const size_t smem = index_smem(index_check_kernel, q.compact, false);
   index_check_kernel<<<sms * 8, kThreads, smem, s>>>(static_cast<const qi::Tables*>(q.data), q.shape, q.compact,
                                                       q.compact_offset, bad);
   OCTET_LAUNCH_CHECK("index_check_kernel");

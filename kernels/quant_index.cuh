@@ -179,9 +179,14 @@ OCTET_HD float fmin_hd(float a, float b) {
 #endif
 }
 
-// The index of x through the compact table (low byte; higher bits are garbage). Per element:
-// 3 float min/max, 2 shifts, 1 funnel shift, 1 logic op, 1 compare, one 4-byte load.
-OCTET_HD uint32_t compact_index(const uint32_t* ct, const Compact& c, float x) {
+// The compact-table slot of x (plus 2 * kbase: subtract it, or index a table pointer biased by
+// it) and the compared bits w. Per element: 3 float min/max, 2 shifts, 1 funnel shift, 1 logic
+// op; then one 4-byte load and compact_step (1 compare, 1 add).
+struct CompactKey {
+  uint32_t key, w;
+};
+
+OCTET_HD CompactKey compact_key(const Compact& c, float x) {
   const float x1 = fmax_hd(x, -__builtin_huge_valf());  // NaN -> -Inf, whose index is NaN's (0)
 #ifdef __CUDA_ARCH__
   const float ax = fabsf(x1);
@@ -195,9 +200,15 @@ OCTET_HD uint32_t compact_index(const uint32_t* ct, const Compact& c, float x) {
 #else
   const uint32_t key = (mb >> c.sh) << 1 | sb >> 31;
 #endif
-  const uint32_t e = ct[key - 2 * static_cast<uint32_t>(c.kbase)];
-  const uint32_t w = ((mb << 8) ^ static_cast<uint32_t>(static_cast<int32_t>(sb) >> 31)) & c.mask8;
-  return e + (w > e ? 1u : 0u);
+  return {key, ((mb << 8) ^ static_cast<uint32_t>(static_cast<int32_t>(sb) >> 31)) & c.mask8};
+}
+
+// The index (low byte; higher bits are garbage) from the slot's entry e.
+OCTET_HD uint32_t compact_step(uint32_t e, uint32_t w) { return e + (w > e ? 1u : 0u); }
+
+OCTET_HD uint32_t compact_index(const uint32_t* ct, const Compact& c, float x) {
+  const CompactKey k = compact_key(c, x);
+  return compact_step(ct[k.key - 2 * static_cast<uint32_t>(c.kbase)], k.w);
 }
 
 struct Scale {

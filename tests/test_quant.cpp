@@ -898,6 +898,33 @@ OCTET_CUDA_TEST("CPU and CUDA: identical codes, absmax, dequantized and fake-qua
   }
 }
 
+// Every table (compact tables of every size, the unsigned one above 48 KiB of shared memory
+// with fake outputs) and a crowded user table (no compact table: the kernels' LUT fallback).
+OCTET_CUDA_TEST("CPU and CUDA: fake-quantize and quantize with every table and the LUT fallback") {
+  const Device cuda = Device::cuda(0);
+  manual_seed(23);
+  std::vector<float> crowded(256);
+  for (int i = 0; i < 256; ++i) crowded[i] = 1.0f + static_cast<float>(i) * 0x1p-23f;
+  std::vector<std::pair<std::string, Code>> codes;
+  for (const auto& tb : tables()) codes.emplace_back(tb.name, tb.code);
+  codes.emplace_back("crowded", Code(Tensor::from_vector(crowded)));
+  const Tensor base = scale(randn({100003}), 3.0);
+  for (const auto& [name, code] : codes) {
+    for (DType t : kDtypes) {
+      CAPTURE(name);
+      CAPTURE(dtype_name(t));
+      const Tensor A = (name == "crowded" ? add(scale(base, 0x1p-22), Tensor::ones({100003})) : base).to(t), Ad = A.to(cuda);
+      for (int64_t bs : {64, 4096}) {
+        CAPTURE(bs);
+        CHECK(test::bitwise_equal(fake_quantize_blockwise(A, code, bs), fake_quantize_blockwise(Ad, code, bs)));
+        CHECK(test::bitwise_equal(quantize_blockwise(A, code, bs).codes, quantize_blockwise(Ad, code, bs).codes));
+      }
+      CHECK(test::bitwise_equal(fake_quantize(A, code), fake_quantize(Ad, code)));
+      CHECK(test::bitwise_equal(quantize(A, code).codes, quantize(Ad, code).codes));
+    }
+  }
+}
+
 OCTET_CUDA_TEST("kernels write every output element (poisoned buffers) and handle unaligned views") {
   const Device cuda = Device::cuda(0);
   cudaStream_t s = detail::stream(cuda);
