@@ -95,14 +95,18 @@ OCTET_HD int lut_index(const LutEntry* lut, const LutShape& s, const Tables& t, 
 // The kernels' index table ("compact LUT", docs/quant.md "Kernels"), built once per Code on
 // the host from the 8-byte LUT (build_compact) and copied into shared memory by every CUDA
 // block: one shift sh and one |x| window [lo, hi] for both signs, 4-byte entries interleaved by
-// sign (slot 2 * (key - kbase) + sign, key = bits(m) >> sh, m = |x| clamped to the window). An
+// sign (slot 2 * (key - kbase) + sign, key = bits(m) >> sh, m = max(|x1|, lo), x1 = max(x,
+// code[0]): NaN and x below code[0] take code[0], whose index, 0, is theirs). Valid for
+// x <= hi and NaN: the window reaches past 1 + 2^-23 and |code[0]|, and the kernels' x
+// (v * RN(1/absmax) or v / absmax, |v| <= absmax) never exceeds 1 + 2^-23. An
 // entry is ((t - 1) << 8) | q0 for a step at low bits t of the slot (index q0 -> q0 + 1, t
 // counted from the slot's top for x < 0, whose index falls with |x|), or ((2^sh - 1) << 8) | q
 // for a constant slot; then index = e + (w > e) in the low byte, w = low sh bits of bits(m)
 // (complemented for x < 0) << 8. Equal to lut_index() on every float when the build succeeds;
 // otherwise (crowded or odd tables) entries == 0 and the kernels use lut_index() itself.
 struct Compact {
-  float lo = 0, hi = 0;  // clamp of |x|: the window's first bit pattern - 1 (or 0) and last one
+  float lo = 0, hi = 0;  // the window of |x|: its first bit pattern - 1 (or 0) and its last one
+  float floor = 0;       // code[0]
   int32_t sh = 23;
   uint32_t mask8 = 0;   // ((1 << sh) - 1) << 8
   int32_t kbase = 0;    // bits(lo) >> sh
@@ -111,8 +115,9 @@ struct Compact {
 
 inline constexpr int kMaxCompact = 16384;  // entries (64 KiB)
 
-// Host: the geometry from the LUT's shape (halves with one bucket take no part in the window).
-inline Compact compact_shape(const LutShape& s) {
+// Host: the geometry from the LUT's shape (halves with one bucket take no part in the window)
+// and the table's first entry code0.
+inline Compact compact_shape(const LutShape& s, float code0) {
   Compact c;
   uint32_t lo = 0xFFFFFFFFu, hi = 0;
   for (int h = 0; h < 2; ++h) {
@@ -124,9 +129,14 @@ inline Compact compact_shape(const LutShape& s) {
     hi = e > hi ? e : hi;
   }
   if (hi == 0) lo = 0, hi = 0x7F7FFFFFu;  // no half with several buckets: every finite binade
+  // Up to the slot holding the largest |x1| of the kernels: max(1 + 2^-23, |code0|).
+  const uint32_t c0 = float_bits(code0) & 0x7FFFFFFFu, need = c0 > 0x3F800001u ? c0 : 0x3F800001u;
+  const uint32_t need_end = need >= 0x7F800000u ? 0x7FFFFFFFu : need | ((1u << c.sh) - 1);
+  hi = need_end > hi ? need_end : hi;
   const uint32_t lc = lo > 0 ? lo - 1 : 0;
   c.lo = bits_float(lc);
   c.hi = bits_float(hi);
+  c.floor = code0;
   c.mask8 = ((1u << c.sh) - 1) << 8;
   c.kbase = static_cast<int32_t>(lc >> c.sh);
   const int64_t entries = 2 * (int64_t{hi >> c.sh} - c.kbase + 1);
@@ -171,29 +181,21 @@ OCTET_HD float fmax_hd(float a, float b) {
 #endif
 }
 
-OCTET_HD float fmin_hd(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return fminf(a, b);
-#else
-  return a < b || b != b ? a : b;
-#endif
-}
-
 // The compact-table slot of x (plus 2 * kbase: subtract it, or index a table pointer biased by
-// it) and the compared bits w. Per element: 3 float min/max, 2 shifts, 1 funnel shift, 1 logic
-// op; then one 4-byte load and compact_step (1 compare, 1 add).
+// it) and the compared bits w; x <= hi or NaN. Per element: 2 float max, 2 shifts, 1 funnel
+// shift, 1 logic op; then one 4-byte load and compact_step (1 compare, 1 add).
 struct CompactKey {
   uint32_t key, w;
 };
 
 OCTET_HD CompactKey compact_key(const Compact& c, float x) {
-  const float x1 = fmax_hd(x, -__builtin_huge_valf());  // NaN -> -Inf, whose index is NaN's (0)
+  const float x1 = fmax_hd(x, c.floor);  // NaN, x < code[0] -> code[0] (index 0, as theirs)
 #ifdef __CUDA_ARCH__
   const float ax = fabsf(x1);
 #else
   const float ax = __builtin_fabsf(x1);
 #endif
-  const float m = fmin_hd(fmax_hd(ax, c.lo), c.hi);
+  const float m = fmax_hd(ax, c.lo);  // no upper clamp: x1 <= hi and |code[0]| <= hi
   const uint32_t mb = float_bits(m), sb = float_bits(x1);
 #ifdef __CUDA_ARCH__
   const uint32_t key = __funnelshift_l(sb, mb >> c.sh, 1);  // (mb >> sh) << 1 | sign
