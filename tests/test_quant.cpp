@@ -922,7 +922,8 @@ OCTET_CUDA_TEST("CPU and CUDA: fake-quantize and quantize with every table and t
     for (DType t : kDtypes) {
       CAPTURE(name);
       CAPTURE(dtype_name(t));
-      const Tensor A = (name == "crowded" ? add(scale(base, 0x1p-22), Tensor::ones({100003})) : base).to(t), Ad = A.to(cuda);
+      const Tensor x = name == "crowded" ? add(scale(base, 0x1p-22), Tensor::ones({100003})) : base;
+      const Tensor A = x.to(t), Ad = A.to(cuda);
       for (int64_t bs : {64, 4096}) {
         CAPTURE(bs);
         CHECK(test::bitwise_equal(fake_quantize_blockwise(A, code, bs), fake_quantize_blockwise(Ad, code, bs)));
