@@ -11,21 +11,24 @@
 
 namespace octet::kernels {
 
-// A code's index tables on the device: quant_index::Tables followed by the LUT entries.
+// A code's index tables on the device: quant_index::Tables, the LUT entries, then the compact
+// table's entries (at compact_offset bytes; compact.entries == 0: none, use the LUT).
 struct QuantIndex {
   const void* data = nullptr;
   int32_t bytes = 0;  // a multiple of 16
   quant_index::LutShape shape;
+  quant_index::Compact compact;
+  int32_t compact_offset = 0;  // a multiple of 16
 };
 
 // One pass per block: codes, absmax and (when fake_out is given) code[q] * absmax in A's dtype.
 // codes may be null when fake_out is given (fake-quantize: one read, one write); also below.
 void quantize_blockwise(DType t, const void* A, int64_t n, const QuantIndex& q, int64_t blocksize, float* absmax,
                         uint8_t* codes, void* fake_out, cudaStream_t s);
-// absmax[0] = max |A| (NaN propagates as 0x7FC00000; 0 for n == 0): memset + one kernel.
-void absmax_global(DType t, const void* A, int64_t n, float* absmax, cudaStream_t s);
-// Codes for x = A / absmax[0], absmax read from device memory.
-void quantize_global(DType t, const void* A, int64_t n, const QuantIndex& q, const float* absmax, uint8_t* codes,
+// absmax[0] = max |A| (NaN propagates as 0x7FC00000; 0 for n == 0) and the codes for
+// x = A / absmax[0]: an absmax kernel writing per-block partials, then the quantize kernel,
+// which reduces them (the absmax stays on the device; no memset).
+void quantize_global(DType t, const void* A, int64_t n, const QuantIndex& q, float* absmax, uint8_t* codes,
                      void* fake_out, cudaStream_t s);
 // out = code[q] * absmax[i >> log2_blocksize] (+ *offset when given); log2_blocksize 63: global.
 void dequantize(const uint8_t* codes, int64_t n, const float* code, const float* absmax, int log2_blocksize,

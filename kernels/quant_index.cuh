@@ -92,6 +92,127 @@ OCTET_HD int lut_index(const LutEntry* lut, const LutShape& s, const Tables& t, 
   return u >= e.thr ? e.above : e.below;
 }
 
+// The kernels' index table ("compact LUT", docs/quant.md "Kernels"), built once per Code on
+// the host from the 8-byte LUT (build_compact) and copied into shared memory by every CUDA
+// block: one shift sh and one |x| window [lo, hi] for both signs, 4-byte entries interleaved by
+// sign (slot 2 * (key - kbase) + sign, key = bits(m) >> sh, m = max(|x1|, lo), x1 = max(x,
+// code[0]): NaN and x below code[0] take code[0], whose index, 0, is theirs). Valid for
+// x <= hi and NaN: the window reaches past 1 + 2^-23 and |code[0]|, and the kernels' x
+// (v * RN(1/absmax) or v / absmax, |v| <= absmax) never exceeds 1 + 2^-23. An
+// entry is ((t - 1) << 8) | q0 for a step at low bits t of the slot (index q0 -> q0 + 1, t
+// counted from the slot's top for x < 0, whose index falls with |x|), or ((2^sh - 1) << 8) | q
+// for a constant slot; then index = e + (w > e) in the low byte, w = low sh bits of bits(m)
+// (complemented for x < 0) << 8. Equal to lut_index() on every float when the build succeeds;
+// otherwise (crowded or odd tables) entries == 0 and the kernels use lut_index() itself.
+struct Compact {
+  float lo = 0, hi = 0;  // the window of |x|: its first bit pattern - 1 (or 0) and its last one
+  float floor = 0;       // code[0]
+  int32_t sh = 23;
+  uint32_t mask8 = 0;   // ((1 << sh) - 1) << 8
+  int32_t kbase = 0;    // bits(lo) >> sh
+  int32_t entries = 0;  // 2 * keys; 0: too large or not representable, use lut_index()
+};
+
+inline constexpr int kMaxCompact = 16384;  // entries (64 KiB)
+
+// Host: the geometry from the LUT's shape (halves with one bucket take no part in the window)
+// and the table's first entry code0.
+inline Compact compact_shape(const LutShape& s, float code0) {
+  Compact c;
+  uint32_t lo = 0xFFFFFFFFu, hi = 0;
+  for (int h = 0; h < 2; ++h) {
+    if (s.buckets[h] <= 1) continue;
+    c.sh = s.shift[h] < c.sh ? s.shift[h] : c.sh;
+    const uint32_t l = static_cast<uint32_t>(s.bias[h]) << s.shift[h];
+    const uint32_t e = (static_cast<uint32_t>(s.bias[h] + s.buckets[h]) << s.shift[h]) - 1;
+    lo = l < lo ? l : lo;
+    hi = e > hi ? e : hi;
+  }
+  if (hi == 0) lo = 0, hi = 0x7F7FFFFFu;  // no half with several buckets: every finite binade
+  // Up to the slot holding the largest |x1| of the kernels: max(1 + 2^-23, |code0|).
+  const uint32_t c0 = float_bits(code0) & 0x7FFFFFFFu, need = c0 > 0x3F800001u ? c0 : 0x3F800001u;
+  const uint32_t need_end = need >= 0x7F800000u ? 0x7FFFFFFFu : need | ((1u << c.sh) - 1);
+  hi = need_end > hi ? need_end : hi;
+  const uint32_t lc = lo > 0 ? lo - 1 : 0;
+  c.lo = bits_float(lc);
+  c.hi = bits_float(hi);
+  c.floor = code0;
+  c.mask8 = ((1u << c.sh) - 1) << 8;
+  c.kbase = static_cast<int32_t>(lc >> c.sh);
+  const int64_t entries = 2 * (int64_t{hi >> c.sh} - c.kbase + 1);
+  c.entries = entries <= kMaxCompact ? static_cast<int32_t>(entries) : 0;
+  return c;
+}
+
+// Host: the compact entries (c.entries of them) from the LUT into ct; false when the table does
+// not fit the format (a slow bucket, a step of more than one index, or a one-bucket half whose
+// step lies outside the window). A slot lies inside one bucket of the 8-byte LUT (its shift is
+// at most the bucket's), so that bucket's entry gives the slot's index on both ends.
+inline bool build_compact(const Compact& c, const LutEntry* lut, const LutShape& s, uint32_t* ct) {
+  const uint32_t lc = float_bits(c.lo), hi = float_bits(c.hi), mask = (1u << c.sh) - 1;
+  bool bad = false;
+  for (int i = 0; i < c.entries; ++i) {
+    const int h = i & 1;
+    const uint32_t us = static_cast<uint32_t>(c.kbase + (i >> 1)) << c.sh, ue = us + mask;
+    int b = static_cast<int>(us >> s.shift[h]) - s.bias[h];
+    b = b < 0 ? 0 : (b >= s.buckets[h] ? s.buckets[h] - 1 : b);
+    const LutEntry& E = lut[s.first[h] + b];
+    const int q0 = us >= E.thr ? E.above : E.below, q1 = ue >= E.thr ? E.above : E.below;
+    const uint32_t t = E.thr - us;  // a step inside the slot: at low bits t in [1, mask]
+    bad |= E.slow || (q1 != q0 && q1 != q0 + (h ? -1 : 1));
+    ct[i] = q1 == q0 ? mask << 8 | static_cast<uint32_t>(q0)
+                     : (h ? (mask - t) << 8 | static_cast<uint32_t>(q1) : (t - 1) << 8 | static_cast<uint32_t>(q0));
+  }
+  // Outside the window a clamped |x| keeps its index: true for halves of several buckets (the
+  // window holds their steps); a one-bucket half's step must lie in (lc, hi].
+  for (int h = 0; h < 2; ++h) {
+    if (s.buckets[h] != 1) continue;
+    const LutEntry& E = lut[s.first[h]];
+    bad |= E.slow || (E.below != E.above && (E.thr <= lc || E.thr > hi));
+  }
+  return !bad;
+}
+
+OCTET_HD float fmax_hd(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return fmaxf(a, b);
+#else
+  return a > b || b != b ? a : b;  // IEEE maxNum: NaN loses (both NaN: NaN)
+#endif
+}
+
+// The compact-table slot of x (plus 2 * kbase: subtract it, or index a table pointer biased by
+// it) and the compared bits w; x <= hi or NaN. Per element: 2 float max, 2 shifts, 1 funnel
+// shift, 1 logic op; then one 4-byte load and compact_step (1 compare, 1 add).
+struct CompactKey {
+  uint32_t key, w;
+};
+
+OCTET_HD CompactKey compact_key(const Compact& c, float x) {
+  const float x1 = fmax_hd(x, c.floor);  // NaN, x < code[0] -> code[0] (index 0, as theirs)
+#ifdef __CUDA_ARCH__
+  const float ax = fabsf(x1);
+#else
+  const float ax = __builtin_fabsf(x1);
+#endif
+  const float m = fmax_hd(ax, c.lo);  // no upper clamp: x1 <= hi and |code[0]| <= hi
+  const uint32_t mb = float_bits(m), sb = float_bits(x1);
+#ifdef __CUDA_ARCH__
+  const uint32_t key = __funnelshift_l(sb, mb >> c.sh, 1);  // (mb >> sh) << 1 | sign
+#else
+  const uint32_t key = (mb >> c.sh) << 1 | sb >> 31;
+#endif
+  return {key, ((mb << 8) ^ static_cast<uint32_t>(static_cast<int32_t>(sb) >> 31)) & c.mask8};
+}
+
+// The index (low byte; higher bits are garbage) from the slot's entry e.
+OCTET_HD uint32_t compact_step(uint32_t e, uint32_t w) { return e + (w > e ? 1u : 0u); }
+
+OCTET_HD uint32_t compact_index(const uint32_t* ct, const Compact& c, float x) {
+  const CompactKey k = compact_key(c, x);
+  return compact_step(ct[k.key - 2 * static_cast<uint32_t>(c.kbase)], k.w);
+}
+
 struct Scale {
   float s, r;
 };

@@ -13,10 +13,14 @@
 
 #include <cstdint>
 
+#include <cstdlib>
+
 #include "octet/autograd.hpp"
 #include "src/check.hpp"
+#include "src/cpu/quant.hpp"
 #include "src/fp8_internal.hpp"
 #include "src/gemm.hpp"
+#include "src/runtime_internal.hpp"
 
 namespace octet {
 namespace detail {
@@ -25,6 +29,21 @@ namespace {
 void check_block_size(std::string_view op, std::string_view arg, int64_t v) {
   if (v == -1 || (v >= 32 && v <= 4096 && (v & (v - 1)) == 0)) return;
   fail_arg(op, arg, "-1 (pick from the shapes) or a power of two in [32, 4096]", cat(v));
+}
+
+// Whether the independent fake-quantize passes run on two streams (CUDA); OCTET_FP8_FORK=0
+// turns it off (measurements).
+bool fork_enabled(const Tensor& A) {
+  static const bool on = [] {
+    const char* e = std::getenv("OCTET_FP8_FORK");
+    return !(e && e[0] == '0');
+  }();
+  return on && A.device().is_cuda();
+}
+
+// fake_quantize_blockwise(A, code, bs) (bs > 0) or fake_quantize(A, code) (bs == 0).
+Tensor fake(const Tensor& A, const Code& code, int64_t bs) {
+  return bs > 0 ? fake_quantize_blockwise(A, code, bs) : fake_quantize(A, code);
 }
 
 }  // namespace
@@ -64,8 +83,18 @@ Tensor fp8_matmul(const Fp8Args& p, const Tensor& A, const Tensor& B, const Code
   if (empty) {
     out = Tensor::zeros(out_shape, A.dtype(), A.device());
   } else {
-    Aq = mixed ? fake_quantize_blockwise(A.detach(), fw_code, bsz) : fake_quantize(A.detach(), fw_code);
-    Bq = fake_quantize(B.detach(), fw_code);
+    const int64_t a_bs = mixed ? bsz : 0;
+    if (fork_enabled(A)) {
+      // A's pass on the side stream, B's (absmax pass, then the fused pass) on this one; the
+      // GEMM waits for both. a_absmax lives until the join.
+      Tensor a_absmax;
+      Aq = quant_internal::fake_quantize_forked(A.detach(), fw_code, a_bs, a_absmax);
+      Bq = fake_quantize(B.detach(), fw_code);
+      join_side_stream(A.device());
+    } else {
+      Bq = fake_quantize(B.detach(), fw_code);
+      Aq = fake(A.detach(), fw_code, a_bs);
+    }
     out = Tensor::empty(out_shape, A.dtype(), A.device());
     gemm_into(Aq, Bq, out, rows, k, n, false, p.b_transposed);
   }
@@ -86,17 +115,27 @@ Tensor fp8_matmul(const Fp8Args& p, const Tensor& A, const Tensor& B, const Code
       if (need_b) gb = Tensor::zeros(b_shape, dtype, device);
       return std::vector<Tensor>{ga, gb};
     }
-    const Tensor gq = mixed ? fake_quantize_blockwise(g, bw_code, bsz2) : fake_quantize(g, bw_code);
-    if (need_a) {  // (rows, N) x Bq^T
-      ga = Tensor::empty(a_shape, dtype, device);
-      gemm_into(gq, saved_bq.get(), ga, rows, n, k, false, !bt);
-    }
-    if (need_b) {
+    auto grad_b = [&](const Tensor& h) {
       const Tensor& x = saved_a.get();
-      const Tensor& h = mixed ? g : gq;
       gb = Tensor::empty(b_shape, dtype, device);
       if (bt) gemm_into(h, x, gb, n, rows, k, true, false);  // (N, K) = H^T X
       else gemm_into(x, h, gb, k, rows, n, true, false);     // (K, N) = X^T H
+    };
+    const int64_t g_bs = mixed ? bsz2 : 0;
+    Tensor gq;
+    if (mixed && need_b && need_a && fork_enabled(g)) {
+      // grad_B = A^T G needs no quantized G: its GEMM runs while G is fake-quantized beside it.
+      Tensor g_absmax;
+      gq = quant_internal::fake_quantize_forked(g, bw_code, g_bs, g_absmax);
+      grad_b(g);
+      join_side_stream(device);
+    } else {
+      gq = fake(g, bw_code, g_bs);
+      if (need_b) grad_b(mixed ? g : gq);
+    }
+    if (need_a) {  // (rows, N) x Bq^T
+      ga = Tensor::empty(a_shape, dtype, device);
+      gemm_into(gq, saved_bq.get(), ga, rows, n, k, false, !bt);
     }
     return std::vector<Tensor>{ga, gb};
   });

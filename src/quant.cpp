@@ -112,16 +112,18 @@ struct CodeAccess {
     Code::Impl& im = *c.impl_;
     std::lock_guard lock(im.mutex);
     const cpu::IndexLut& lut = lut_locked(im);
-    const size_t bytes = sizeof(quant_index::Tables) + lut.entries.size() * sizeof(quant_index::LutEntry);
+    const size_t lut_end = sizeof(quant_index::Tables) + lut.entries.size() * sizeof(quant_index::LutEntry);
+    const size_t bytes = lut_end + lut.compact_entries.size() * sizeof(uint32_t);
     const Tensor* t = find(im.index_on, device);
     if (!t) {
       std::vector<uint8_t> image(bytes);
       std::memcpy(image.data(), &im.tables, sizeof im.tables);
-      std::memcpy(image.data() + sizeof im.tables, lut.entries.data(), bytes - sizeof im.tables);
+      std::memcpy(image.data() + sizeof im.tables, lut.entries.data(), lut_end - sizeof im.tables);
+      std::memcpy(image.data() + lut_end, lut.compact_entries.data(), bytes - lut_end);
       im.index_on.emplace_back(device, Tensor::from_vector(image, device));
       t = &im.index_on.back().second;
     }
-    return {t->data(), static_cast<int32_t>(bytes), lut.shape};
+    return {t->data(), static_cast<int32_t>(bytes), lut.shape, lut.compact, static_cast<int32_t>(lut_end)};
   }
 
  private:
@@ -172,8 +174,10 @@ int64_t blocks_of(int64_t n, int64_t b) { return (n + b - 1) / b; }
 
 // Validates A and blocksize (0: global), then computes codes, absmax (f32 [blocks] or [1])
 // and, when fake is given, the dequantized values into it.
+// fork (CUDA): the kernels run on the device's side stream (detail::fork_side_stream) after
+// the outputs are allocated; the caller joins it before using or dropping the outputs.
 void quantize_into(const char* op, const Tensor& A, const Code& code, int64_t blocksize, Tensor& codes, Tensor& absmax,
-                   Tensor* fake) {
+                   Tensor* fake, bool fork = false) {
   check_input(op, A);
   if (blocksize > 0) check_blocksize(op, "blocksize", blocksize);
   // Fake-quantize on CUDA writes no codes (one read + one write per element).
@@ -195,12 +199,11 @@ void quantize_into(const char* op, const Tensor& A, const Code& code, int64_t bl
     return;
   }
   detail::DeviceGuard g(A.device());
-  cudaStream_t s = detail::stream(A.device());
+  cudaStream_t s = fork ? detail::fork_side_stream(A.device()) : detail::stream(A.device());
   const kernels::QuantIndex q = detail::CodeAccess::device_index(code, A.device());
   if (blocksize > 0) {
     kernels::quantize_blockwise(A.dtype(), A.data(), n, q, blocksize, am, c, f, s);
   } else {
-    kernels::absmax_global(A.dtype(), A.data(), n, am, s);
     kernels::quantize_global(A.dtype(), A.data(), n, q, am, c, f, s);
   }
 }
@@ -332,5 +335,12 @@ Tensor fake_quantize_blockwise(const Tensor& A, const Code& code, int64_t blocks
 }
 
 Tensor fake_quantize(const Tensor& A, const Code& code) { return fake_impl("fake_quantize", A, code, 0); }
+
+Tensor quant_internal::fake_quantize_forked(const Tensor& A, const Code& code, int64_t blocksize, Tensor& absmax) {
+  const char* op = blocksize > 0 ? "fake_quantize_blockwise" : "fake_quantize";
+  Tensor codes, out;
+  quantize_into(op, A, code, blocksize, codes, absmax, &out, A.device().is_cuda());
+  return out;
+}
 
 }  // namespace octet

@@ -15,6 +15,7 @@ constexpr int kMaxDevices = 64;
 
 struct DeviceState {
   cudaStream_t own_stream = nullptr;
+  cudaStream_t side_stream = nullptr;
   cudaStream_t user_stream = nullptr;
   cublasHandle_t cublas = nullptr;
   cublasLtHandle_t cublaslt = nullptr;
@@ -104,6 +105,50 @@ DeviceGuard::~DeviceGuard() {
 }
 
 cudaStream_t stream(Device device) { return current_stream(device.index); }
+
+namespace {
+
+struct ForkEvents {
+  cudaEvent_t fork = nullptr, join = nullptr;
+};
+
+// Caller has the device current.
+ForkEvents& fork_events(int index) {
+  thread_local std::array<ForkEvents, kMaxDevices> events;
+  ForkEvents& e = events[static_cast<size_t>(index)];
+  if (!e.fork) {
+    OCTET_CUDA_CHECK(cudaEventCreateWithFlags(&e.fork, cudaEventDisableTiming));
+    OCTET_CUDA_CHECK(cudaEventCreateWithFlags(&e.join, cudaEventDisableTiming));
+  }
+  return e;
+}
+
+cudaStream_t side_stream(int index) {
+  std::lock_guard lock(g_mutex);
+  DeviceState& s = state(index);
+  if (!s.side_stream) OCTET_CUDA_CHECK(cudaStreamCreateWithFlags(&s.side_stream, cudaStreamNonBlocking));
+  return s.side_stream;
+}
+
+}  // namespace
+
+cudaStream_t fork_side_stream(Device device) {
+  const cudaStream_t main = stream(device);
+  DeviceGuard guard(device);
+  const cudaStream_t side = side_stream(device.index);
+  const ForkEvents& e = fork_events(device.index);
+  OCTET_CUDA_CHECK(cudaEventRecord(e.fork, main));
+  OCTET_CUDA_CHECK(cudaStreamWaitEvent(side, e.fork, 0));
+  return side;
+}
+
+void join_side_stream(Device device) {
+  const cudaStream_t main = stream(device);
+  DeviceGuard guard(device);
+  const ForkEvents& e = fork_events(device.index);
+  OCTET_CUDA_CHECK(cudaEventRecord(e.join, side_stream(device.index)));
+  OCTET_CUDA_CHECK(cudaStreamWaitEvent(main, e.join, 0));
+}
 
 cublasHandle_t cublas_handle(Device device) {
   check_index("cublas_handle", device.index);

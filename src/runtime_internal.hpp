@@ -25,6 +25,12 @@ class DeviceGuard {
 };
 
 cudaStream_t stream(Device device);                 // current stream of a CUDA device
+// Fork/join with a second library stream of the device (no host sync; CUDA-graph capturable):
+// fork_side_stream makes the side stream wait for the work issued so far on the current stream
+// and returns it; join_side_stream makes the current stream wait for the work issued so far on
+// the side stream. Events are per host thread, so threads do not mix their dependencies.
+cudaStream_t fork_side_stream(Device device);
+void join_side_stream(Device device);
 cublasHandle_t cublas_handle(Device device);        // bound to the current stream
 cublasLtHandle_t cublaslt_handle(Device device);
 // 32 MiB workspace for cuBLASLt on the device (allocated once, never freed).

@@ -321,6 +321,35 @@ TEST_CASE("kernel index LUT == closed form on all floats (every change point of 
     int64_t bad = 0;
     for (float x : xs) bad += qi::lut_index(lut.entries.data(), s, tab, x) != qi::closed_form(tab.code, tab.mid, x);
     CHECK(bad == 0);
+    // The kernels' compact table (built on the host, evaluated by the same function as on the
+    // device): it changes only at slot starts, at the LUT's thresholds and at the window's ends.
+    const qi::Compact& c = lut.compact;
+    MESSAGE(t.name << ": compact table of " << c.entries << " slots, shift " << c.sh);
+    REQUIRE(c.entries > 0);
+    CHECK(lut.compact_entries.size() >= static_cast<size_t>(c.entries));
+    for (int32_t k = 0; k < c.entries / 2; ++k) {
+      const uint32_t us = static_cast<uint32_t>(c.kbase + k) << c.sh;
+      for (uint32_t sign = 0; sign < 2; ++sign)
+        for (uint32_t u : {us, us - 1, us + 1}) xs.push_back(from_bits((u & 0x7FFFFFFFu) | sign << 31));
+    }
+    for (float w : {c.lo, c.hi})
+      for (int d = -1; d <= 1; ++d)
+        for (uint32_t sign = 0; sign < 2; ++sign)
+          xs.push_back(from_bits(((qi::float_bits(w) + static_cast<uint32_t>(d)) & 0x7FFFFFFFu) | sign << 31));
+    // Its domain: x <= hi and NaN (the kernels' x never exceeds 1 + 2^-23).
+    CHECK(c.hi >= 0x1.000002p0f);
+    CHECK(c.hi >= std::fabs(t.code.values()[0]));
+    for (float w : {0x1.000002p0f, -0x1.000002p0f, c.floor, std::nextafter(c.floor, -2.0f)}) xs.push_back(w);
+    for (uint32_t u : {0x7FC00000u, 0xFFC00000u, 0x7F800001u, 0xFFFFFFFFu, 0xFF800000u}) xs.push_back(from_bits(u));
+    int64_t bad_compact = 0, in_domain = 0;
+    for (float x : xs) {
+      if (x > c.hi) continue;
+      ++in_domain;
+      bad_compact += (qi::compact_index(lut.compact_entries.data(), c, x) & 0xFFu) !=
+                     static_cast<uint32_t>(qi::closed_form(tab.code, tab.mid, x));
+    }
+    MESSAGE(t.name << ": " << in_domain << " points in the compact table's domain");
+    CHECK(bad_compact == 0);
   }
 }
 
@@ -331,6 +360,7 @@ TEST_CASE("index LUT of a crowded user table falls back to the closed form") {
   const qi::Tables tab = cpu::index_tables(v.data());
   const cpu::IndexLut& lut = quant_internal::index_lut(c);
   CHECK(lut.slow_buckets > 0);
+  CHECK(lut.compact.entries == 0);  // the kernels use lut_index() on it
   int64_t bad = 0;
   for (float x : critical_points(v))
     bad += qi::lut_index(lut.entries.data(), lut.shape, tab, x) != bnb_index(tab.code, x);
@@ -869,6 +899,34 @@ OCTET_CUDA_TEST("CPU and CUDA: identical codes, absmax, dequantized and fake-qua
   }
 }
 
+// Every table (compact tables of every size, the unsigned one above 48 KiB of shared memory
+// with fake outputs) and a crowded user table (no compact table: the kernels' LUT fallback).
+OCTET_CUDA_TEST("CPU and CUDA: fake-quantize and quantize with every table and the LUT fallback") {
+  const Device cuda = Device::cuda(0);
+  manual_seed(23);
+  std::vector<float> crowded(256);
+  for (int i = 0; i < 256; ++i) crowded[i] = 1.0f + static_cast<float>(i) * 0x1p-23f;
+  std::vector<std::pair<std::string, Code>> codes;
+  for (const auto& tb : tables()) codes.emplace_back(tb.name, tb.code);
+  codes.emplace_back("crowded", Code(Tensor::from_vector(crowded)));
+  const Tensor base = scale(randn({100003}), 3.0);
+  for (const auto& [name, code] : codes) {
+    for (DType t : kDtypes) {
+      CAPTURE(name);
+      CAPTURE(dtype_name(t));
+      const Tensor x = name == "crowded" ? add(scale(base, 0x1p-22), Tensor::ones({100003})) : base;
+      const Tensor A = x.to(t), Ad = A.to(cuda);
+      for (int64_t bs : {64, 4096}) {
+        CAPTURE(bs);
+        CHECK(test::bitwise_equal(fake_quantize_blockwise(A, code, bs), fake_quantize_blockwise(Ad, code, bs)));
+        CHECK(test::bitwise_equal(quantize_blockwise(A, code, bs).codes, quantize_blockwise(Ad, code, bs).codes));
+      }
+      CHECK(test::bitwise_equal(fake_quantize(A, code), fake_quantize(Ad, code)));
+      CHECK(test::bitwise_equal(quantize(A, code).codes, quantize(Ad, code).codes));
+    }
+  }
+}
+
 OCTET_CUDA_TEST("kernels write every output element (poisoned buffers) and handle unaligned views") {
   const Device cuda = Device::cuda(0);
   cudaStream_t s = detail::stream(cuda);
@@ -904,9 +962,10 @@ OCTET_CUDA_TEST("kernels write every output element (poisoned buffers) and handl
         CHECK(test::bitwise_equal(y, fake));
         // Global quantize into poisoned buffers; absmax stays on the device.
         Tensor g_d = test::poisoned({n}, DType::u8, cuda), gam_d = test::poisoned({1}, DType::f32, cuda);
-        kernels::absmax_global(t, Ad.data(), n, gam_d.data_ptr<float>(), s);
         kernels::quantize_global(t, Ad.data(), n, qd, gam_d.data_ptr<float>(), g_d.data_ptr<uint8_t>(), nullptr, s);
-        CHECK(test::bitwise_equal(g_d, quantize(A).codes));
+        const Quantized gq = quantize(A);
+        CHECK(test::bitwise_equal(g_d, gq.codes));
+        CHECK(test::bitwise_equal(gam_d, gq.state.absmax));
         // Views that start one element in: the kernels take their unaligned path.
         if (n > 2) {
           const Tensor vc = view(A, 1, n - 2), vd = view(Ad, 1, n - 2);

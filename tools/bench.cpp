@@ -50,26 +50,44 @@ void measure_ceilings(Context& ctx) {
 
 Registrar::Registrar(const char* family, BenchFn fn) { registry().emplace_back(family, fn); }
 
-double Context::time_ms(const std::function<void(int)>& fn, double* min_ms) {
-  cudaStream_t s = current_stream(device.index);
-  for (int i = 0; i < warmup; ++i) fn(i);
+namespace {
+
+// Sorted times of `count` timed runs of body(r) between two events on stream s (after `warmup`
+// untimed calls of body), each divided by `per`.
+std::vector<float> timed_runs(cudaStream_t s, int warmup, int count, float per, const std::function<void(int)>& body) {
+  for (int i = 0; i < warmup; ++i) body(i);
   cudaEvent_t start, stop;
   check(cudaEventCreate(&start), "event");
   check(cudaEventCreate(&stop), "event");
   std::vector<float> times;
-  for (int i = 0; i < runs; ++i) {
+  for (int r = 0; r < count; ++r) {
     check(cudaEventRecord(start, s), "record");
-    fn(i);
+    body(r);
     check(cudaEventRecord(stop, s), "record");
     check(cudaEventSynchronize(stop), "sync");
     float ms = 0;
     check(cudaEventElapsedTime(&ms, start, stop), "elapsed");
-    times.push_back(ms);
+    times.push_back(ms / per);
   }
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
   std::sort(times.begin(), times.end());
+  return times;
+}
+
+}  // namespace
+
+double Context::time_ms(const std::function<void(int)>& fn, double* min_ms) {
+  const std::vector<float> times = timed_runs(current_stream(device.index), warmup, runs, 1.0f, fn);
   if (min_ms) *min_ms = times.front();
+  return times[times.size() / 2];
+}
+
+double Context::time_back_to_back_ms(const std::function<void(int)>& fn, int reps) {
+  const std::vector<float> times =
+      timed_runs(current_stream(device.index), 1, 5, static_cast<float>(reps), [&](int r) {
+        for (int i = 0; i < reps; ++i) fn(r * reps + i);
+      });
   return times[times.size() / 2];
 }
 

@@ -48,6 +48,9 @@ class Context {
   // Runs fn(i) warmup times, then `runs` times each between two CUDA events on the current
   // stream; returns the median milliseconds (and the minimum through min_ms).
   double time_ms(const std::function<void(int)>& fn, double* min_ms = nullptr);
+  // Milliseconds per call of fn(i) issued `reps` times back to back between two events (the
+  // host runs ahead, so launch and allocation latency is hidden): the median of 5 such runs.
+  double time_back_to_back_ms(const std::function<void(int)>& fn, int reps = 20);
   // Adds a bandwidth record: bytes moved (read + write) per run.
   Record& add_bandwidth(std::string family, std::string name, std::string params, double bytes, double median_ms,
                         double min_ms, std::string target = "", std::string note = "");

@@ -35,6 +35,14 @@ void forward(Context& ctx, int64_t n, const char* target, const char* upstream) 
                     "absmax pass + fused pass: 3 tensor passes counted as 2");
   ctx.add_value(kFamily, "matmul_fp8_mixed forward / plain", params, fp8 / plain, "x", fp8, target,
                 cat("bitsandbytes 0.49.2: ", upstream));
+  // Back to back (launch latency hidden): what the GPU spends per call.
+  const double plain_b = ctx.time_back_to_back_ms([&](int) { (void)matmul(A, B); });
+  const double fp8_b = ctx.time_back_to_back_ms([&](int) { (void)matmul_fp8_mixed(A, B, fw, bw); });
+  const double qa_b = ctx.time_back_to_back_ms([&](int) { (void)fake_quantize_blockwise(A, fw, bsz); });
+  const double qb_b = ctx.time_back_to_back_ms([&](int) { (void)fake_quantize(B, fw); });
+  ctx.add_bandwidth(kFamily, "fake_quantize_blockwise (A), back to back", cat(params, " bsz=", bsz), bytes, qa_b, qa_b);
+  ctx.add_bandwidth(kFamily, "fake_quantize (B, global), back to back", params, bytes, qb_b, qb_b);
+  ctx.add_value(kFamily, "matmul_fp8_mixed forward / plain, back to back", params, fp8_b / plain_b, "x", fp8_b);
 }
 
 void forward_backward(Context& ctx, int64_t n) {

@@ -202,6 +202,14 @@ IndexLut build_index_lut(const qi::Tables& t) {
     lut.slow_buckets += slow;
   }
   if (lut.entries.size() % 2) lut.entries.push_back({});  // whole 16-byte words on the GPU
+  lut.compact = qi::compact_shape(lut.shape, t.code[0]);
+  lut.compact_entries.resize(static_cast<size_t>(lut.compact.entries));
+  if (lut.compact.entries == 0 ||
+      !qi::build_compact(lut.compact, lut.entries.data(), lut.shape, lut.compact_entries.data())) {
+    lut.compact.entries = 0;
+    lut.compact_entries.clear();
+  }
+  while (lut.compact_entries.size() % 4) lut.compact_entries.push_back(0);  // whole 16-byte words
   return lut;
 }
 

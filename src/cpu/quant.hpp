@@ -24,6 +24,8 @@ struct IndexLut {
   quant_index::LutShape shape;
   std::vector<quant_index::LutEntry> entries;  // positive half, then negative half
   int slow_buckets = 0;
+  quant_index::Compact compact;            // the kernels' table (compact.entries == 0: none)
+  std::vector<uint32_t> compact_entries;
 };
 IndexLut build_index_lut(const quant_index::Tables& t);
 
@@ -48,6 +50,7 @@ void sub_offset(const float* x, int64_t n, float offset, float* out);
 // CUDA lut_index differs from closed_form (waits for the GPU).
 namespace octet {
 class Code;
+class Tensor;
 namespace kernels {
 struct QuantIndex;
 }
@@ -56,5 +59,9 @@ const quant_index::Tables& tables(const Code& code);
 const cpu::IndexLut& index_lut(const Code& code);
 kernels::QuantIndex device_index(const Code& code, Device device);
 uint64_t index_mismatches_on(const Code& code, Device device);
+// fake_quantize_blockwise (blocksize > 0) or fake_quantize (0) whose kernels run on the
+// device's side stream (CUDA; on the CPU a plain call): the caller keeps `absmax` (written by
+// the kernels) alive and calls detail::join_side_stream before using or dropping the result.
+Tensor fake_quantize_forked(const Tensor& A, const Code& code, int64_t blocksize, Tensor& absmax);
 }  // namespace quant_internal
 }  // namespace octet
