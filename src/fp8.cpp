@@ -12,7 +12,6 @@
 #include "octet/fp8.hpp"
 
 #include <cstdint>
-
 #include <cstdlib>
 
 #include "octet/autograd.hpp"

@@ -23,13 +23,22 @@ std::string shape_str(const Shape& s) {
   return o.str();
 }
 
+namespace {
+// The product of the sizes into n (0 if any is 0); false when it is past 2^63 - 1.
+bool sizes_product(const Shape& s, int64_t& n) {
+  n = 0;
+  for (int64_t d : s)
+    if (d == 0) return true;
+  n = 1;
+  for (int64_t d : s)
+    if (__builtin_mul_overflow(n, d, &n)) return false;
+  return true;
+}
+}  // namespace
+
 int64_t shape_numel(const Shape& s) {
-  for (int64_t d : s)
-    if (d == 0) return 0;
-  int64_t n = 1;
-  for (int64_t d : s)
-    if (__builtin_mul_overflow(n, d, &n))
-      fail_arg("shape_numel", "shape", "at most 2^63 - 1 elements", shape_str(s));
+  int64_t n = 0;
+  if (!sizes_product(s, n)) fail_arg("shape_numel", "shape", "at most 2^63 - 1 elements", shape_str(s));
   return n;
 }
 
@@ -102,12 +111,8 @@ int64_t numel_of(std::string_view op, const Shape& shape, DType dtype) {
   if (elem == 0) fail_arg(op, "dtype", "one of the DType enumerators", cat("the value ", static_cast<int>(dtype)));
   for (int64_t d : shape)
     if (d < 0) fail_arg(op, "shape", "non-negative sizes", shape_str(shape));
-  for (int64_t d : shape)
-    if (d == 0) return 0;
-  int64_t n = 1, bytes = 0;
-  for (int64_t d : shape)
-    if (__builtin_mul_overflow(n, d, &n)) n = -1;
-  if (n < 0 || __builtin_mul_overflow(n, static_cast<int64_t>(elem), &bytes))
+  int64_t n = 0, bytes = 0;
+  if (!sizes_product(shape, n) || __builtin_mul_overflow(n, static_cast<int64_t>(elem), &bytes))
     fail_arg(op, "shape", cat("at most 2^63 - 1 bytes of ", dtype_name(dtype)), cat(shape_str(shape), ", more than that"));
   return n;
 }
