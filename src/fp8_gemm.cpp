@@ -263,7 +263,7 @@ void tune_plan(Plan& plan, const std::function<cublasStatus_t(const cublasLtMatm
 }
 
 void run_plan(Plan& plan, Device dev, const void* a, const void* b, const Tensor& scale_a, const Tensor& scale_b,
-              const void* bias, void* out) {
+              const void* bias, Tensor& out) {
   size_t ws_bytes = 0;
   void* ws = detail::cublaslt_workspace(dev, &ws_bytes);
   cublasLtHandle_t handle = detail::cublaslt_handle(dev);
@@ -274,9 +274,10 @@ void run_plan(Plan& plan, Device dev, const void* a, const void* b, const Tensor
   set_desc(plan.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, scale_a.data());
   if (bias) set_desc(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias);
   auto matmul = [&](const cublasLtMatmulAlgo_t& algo) {
-    return cublasLtMatmul(handle, plan.desc, &alpha, b, plan.la, a, plan.lb, &beta, out, plan.ld, out, plan.ld, &algo,
-                          ws, ws_bytes, s);
+    return cublasLtMatmul(handle, plan.desc, &alpha, b, plan.la, a, plan.lb, &beta, out.data(), plan.ld, out.data(),
+                          plan.ld, &algo, ws, ws_bytes, s);
   };
+  detail::sanitizer_preset(out.data(), out.nbytes(), dev);
   tune_plan(plan, matmul, s);
   OCTET_CUBLAS_CHECK(matmul(plan.algo));
 }
@@ -489,14 +490,13 @@ Tensor matmul_fp8(const Tensor& a, const Tensor& b, const Tensor& scale_a, const
   Tensor out;
   if (p.path == Fp8GemmPath::cublaslt) {
     out = Tensor::empty(out_shape, out_dtype, dev);
-    run_plan(*p.plan, dev, a.data(), b.data(), scale_a, scale_b, bias_p, out.data());
+    run_plan(*p.plan, dev, a.data(), b.data(), scale_a, scale_b, bias_p, out);
   } else {
     const int64_t mp = round16(p.m), np = round16(p.n), kp = round16(p.k);
     Tensor ap = padded(a, p.m, p.k, mp, kp), bp = padded(b, p.n, p.k, np, kp);
     Tensor biasp = p.epilogue_bias ? padded(bias, 1, p.n, 1, np) : Tensor();
     Tensor outp = Tensor::empty({mp, np}, out_dtype, dev);
-    run_plan(*p.plan, dev, ap.data(), bp.data(), scale_a, scale_b, p.epilogue_bias ? biasp.data() : nullptr,
-             outp.data());
+    run_plan(*p.plan, dev, ap.data(), bp.data(), scale_a, scale_b, p.epilogue_bias ? biasp.data() : nullptr, outp);
     out = padded(outp, mp, np, p.m, p.n).reshape(out_shape);
   }
   if (bias.defined() && !p.epilogue_bias) out = add_bias(out, bias);

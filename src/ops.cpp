@@ -187,6 +187,7 @@ void gemm_into(const Tensor& a, const Tensor& b, Tensor& out, int64_t m, int64_t
   // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T; a row-major buffer read
   // column-major is its transpose, so a stored transposed operand takes CUBLAS_OP_T.
   const int ldb = static_cast<int>(tb ? k : n), lda = static_cast<int>(ta ? m : k);
+  detail::sanitizer_preset(out.data(), static_cast<size_t>(m * n) * dtype_size(out.dtype()), a.device());
   OCTET_CUBLAS_CHECK(cublasGemmEx(h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<int>(n),
                                   static_cast<int>(m), static_cast<int>(k), alpha, b.data(), t, ldb, a.data(), t, lda,
                                   beta, out.data(), t, static_cast<int>(n), compute, CUBLAS_GEMM_DEFAULT));

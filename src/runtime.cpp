@@ -3,6 +3,7 @@
 // tears the context down; destroying handles in static destructors races the CUDA runtime).
 #include <array>
 #include <cstdint>
+#include <cstdlib>
 #include <mutex>
 
 #include "src/cuda_check.hpp"
@@ -148,6 +149,14 @@ void join_side_stream(Device device) {
   const ForkEvents& e = fork_events(device.index);
   OCTET_CUDA_CHECK(cudaEventRecord(e.join, side_stream(device.index)));
   OCTET_CUDA_CHECK(cudaStreamWaitEvent(main, e.join, 0));
+}
+
+void sanitizer_preset(void* p, size_t bytes, Device device) {
+  static const bool on = [] {
+    const char* e = std::getenv("OCTET_SANITIZER_INIT");
+    return e && e[0] == '1';
+  }();
+  if (on && bytes > 0) OCTET_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, stream(device)));
 }
 
 cublasHandle_t cublas_handle(Device device) {

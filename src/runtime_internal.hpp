@@ -36,6 +36,13 @@ cublasLtHandle_t cublaslt_handle(Device device);
 // 32 MiB workspace for cuBLASLt on the device (allocated once, never freed).
 void* cublaslt_workspace(Device device, size_t* bytes);
 
+// Sanitizer aid: with OCTET_SANITIZER_INIT=1 in the environment (tools/gpu-check sets it for its
+// initcheck pass), sets `bytes` at p to zero on the device's current stream; otherwise does nothing.
+// Called on a GEMM output just before cuBLAS/cuBLASLt writes all of it (beta = 0): initcheck does
+// not see cuBLAS's stores (the test_ops initcheck probes), so without this its reports on those
+// outputs hide octet's own.
+void sanitizer_preset(void* p, size_t bytes, Device device);
+
 void* device_alloc(size_t bytes, Device device);    // stream-ordered; throws with sizes on OOM
 void device_free(void* p, Device device) noexcept;  // stream-ordered
 
