@@ -656,7 +656,7 @@ void quantize_blockwise(DType t, const void* A, int64_t n, const QuantIndex& q, 
 }
 
 void quantize_global(DType t, const void* A, int64_t n, const QuantIndex& q, float* absmax, uint8_t* codes,
-                     void* fake_out, cudaStream_t s) {
+                     void* fake_out, const uint32_t* hint, int hint_parts, cudaStream_t s) {
   if (n == 0) {
     OCTET_CUDA_CHECK(cudaMemsetAsync(absmax, 0, sizeof(float), s));
     return;
@@ -664,6 +664,10 @@ void quantize_global(DType t, const void* A, int64_t n, const QuantIndex& q, flo
   visit_quant(t, [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* a = static_cast<const T*>(A);
+    if (hint) {
+      launch_quantize<T, 0>(a, n, q, hint, hint_parts, absmax, codes, static_cast<T*>(fake_out), s);
+      return;
+    }
     const auto kernel = absmax_kernel<T>;
     const unsigned parts = persistent_grid(kernel, 0, (n + kTile - 1) / kTile);
     unsigned* partial = nullptr;

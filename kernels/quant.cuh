@@ -27,9 +27,11 @@ void quantize_blockwise(DType t, const void* A, int64_t n, const QuantIndex& q, 
                         uint8_t* codes, void* fake_out, cudaStream_t s);
 // absmax[0] = max |A| (NaN propagates as 0x7FC00000; 0 for n == 0) and the codes for
 // x = A / absmax[0]: an absmax kernel writing per-block partials, then the quantize kernel,
-// which reduces them (the absmax stays on the device; no memset).
+// which reduces them (the absmax stays on the device; no memset). hint (may be null): `hint_parts`
+// partials of max |A| in that format (an amax hint, src/amax_hint.hpp), which replace the absmax
+// kernel.
 void quantize_global(DType t, const void* A, int64_t n, const QuantIndex& q, float* absmax, uint8_t* codes,
-                     void* fake_out, cudaStream_t s);
+                     void* fake_out, const uint32_t* hint, int hint_parts, cudaStream_t s);
 // out = code[q] * absmax[i >> log2_blocksize] (+ *offset when given); log2_blocksize 63: global.
 void dequantize(const uint8_t* codes, int64_t n, const float* code, const float* absmax, int log2_blocksize,
                 const float* offset, DType out_t, void* out, cudaStream_t s);

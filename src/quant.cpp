@@ -10,6 +10,7 @@
 
 #include "kernels/quant.cuh"
 #include "octet/autograd.hpp"
+#include "src/amax_hint.hpp"
 #include "src/check.hpp"
 #include "src/cpu/quant.hpp"
 #include "src/runtime_internal.hpp"
@@ -204,7 +205,9 @@ void quantize_into(const char* op, const Tensor& A, const Code& code, int64_t bl
   if (blocksize > 0) {
     kernels::quantize_blockwise(A.dtype(), A.data(), n, q, blocksize, am, c, f, s);
   } else {
-    kernels::quantize_global(A.dtype(), A.data(), n, q, am, c, f, s);
+    int parts = 0;  // max |A| from an amax hint when one is current (no absmax pass)
+    const uint32_t* hint = detail::amax_hint(A, &parts);
+    kernels::quantize_global(A.dtype(), A.data(), n, q, am, c, f, hint, parts, s);
   }
 }
 

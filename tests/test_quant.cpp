@@ -12,6 +12,7 @@
 #include <set>
 
 #include "kernels/quant.cuh"
+#include "src/amax_hint.hpp"
 #include "src/cpu/quant.hpp"
 #include "src/runtime_internal.hpp"
 #include "tests/helpers.hpp"
@@ -927,6 +928,43 @@ OCTET_CUDA_TEST("CPU and CUDA: fake-quantize and quantize with every table and t
   }
 }
 
+// Global quantize of a tensor that an elementwise op wrote takes max |A| from its amax hint
+// (src/amax_hint.hpp) instead of an absmax pass: codes, absmax and fake values must equal the
+// CPU's, with NaN and Inf in the data too, and a stale hint must not be used.
+OCTET_CUDA_TEST("quantize and fake_quantize with an amax hint equal the CPU") {
+  const Device cuda = Device::cuda(0);
+  manual_seed(29);
+  const int64_t n = detail::kAmaxHintMinNumel + 4099;  // partial tail tile
+  int parts = 0;
+  for (DType t : kDtypes) {
+    CAPTURE(dtype_name(t));
+    std::vector<float> special(static_cast<size_t>(n), 1.0f);
+    for (int with_nan = 0; with_nan < 3; ++with_nan) {
+      CAPTURE(with_nan);
+      if (with_nan == 1) special[5] = INFINITY;  // absmax Inf: every code from x = v / Inf
+      if (with_nan == 2) special[n - 2] = NAN;   // absmax NaN
+      const Tensor A = mul(scale(randn({n}, DType::f32, cuda), 0.75), Tensor::from_vector(special, cuda)).to(t);
+      const Tensor Ad = mul(A, Tensor::ones({n}, t, cuda));  // an elementwise output: hinted
+      REQUIRE(detail::amax_hint(Ad, &parts) != nullptr);
+      const Tensor Ah = Ad.to(Device::cpu());
+      const Quantized c = quantize(Ah), d = quantize(Ad);
+      CHECK(test::bitwise_equal(c.codes, d.codes));
+      CHECK(test::bitwise_equal(c.state.absmax, d.state.absmax));
+      CHECK(test::bitwise_equal(fake_quantize(Ah, Code::fp8_e4m3()), fake_quantize(Ad, Code::fp8_e4m3())));
+    }
+  }
+  // A stale hint: the in-place write raises max |A|, which the hint does not know.
+  Tensor A = mul(randn({n}, DType::f16, cuda), Tensor::ones({n}, DType::f16, cuda));
+  REQUIRE(detail::amax_hint(A, &parts) != nullptr);
+  std::vector<float> big(static_cast<size_t>(n), 0.25f);
+  big[3] = 1000.0f;
+  A.copy_(Tensor::from_vector(big, cuda).to(DType::f16));
+  CHECK(detail::amax_hint(A, &parts) == nullptr);
+  const Quantized d = quantize(A);
+  CHECK(d.state.absmax.to(Device::cpu()).item() == 1000.0);
+  CHECK(test::bitwise_equal(d.codes, quantize(A.to(Device::cpu())).codes));
+}
+
 OCTET_CUDA_TEST("kernels write every output element (poisoned buffers) and handle unaligned views") {
   const Device cuda = Device::cuda(0);
   cudaStream_t s = detail::stream(cuda);
@@ -962,7 +1000,8 @@ OCTET_CUDA_TEST("kernels write every output element (poisoned buffers) and handl
         CHECK(test::bitwise_equal(y, fake));
         // Global quantize into poisoned buffers; absmax stays on the device.
         Tensor g_d = test::poisoned({n}, DType::u8, cuda), gam_d = test::poisoned({1}, DType::f32, cuda);
-        kernels::quantize_global(t, Ad.data(), n, qd, gam_d.data_ptr<float>(), g_d.data_ptr<uint8_t>(), nullptr, s);
+        kernels::quantize_global(t, Ad.data(), n, qd, gam_d.data_ptr<float>(), g_d.data_ptr<uint8_t>(), nullptr,
+                                 nullptr, 0, s);
         const Quantized gq = quantize(A);
         CHECK(test::bitwise_equal(g_d, gq.codes));
         CHECK(test::bitwise_equal(gam_d, gq.state.absmax));
