@@ -8,6 +8,7 @@
 //   mean, backward, SGD) against the same model with nn::Linear, at the test's batch 10 and at 4096.
 #include <algorithm>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "src/gemm.hpp"
@@ -23,15 +24,21 @@ double gemm_flops(int64_t m, int64_t k, int64_t n) { return 2.0 * static_cast<do
 // The median over `rounds` of time(b) / time(a), the two timed alternately: the cuBLAS GEMM's
 // rate drifts by 10 % and more between runs on the H200 (clocks, power), which one pair of medians
 // taken minutes apart turns into noise in the ratio.
+// note gets the medians of both timings over all rounds.
 double interleaved_ratio(Context& ctx, const std::function<void(int)>& a, const std::function<void(int)>& b,
-                         int rounds = 7) {
-  std::vector<double> r;
+                         std::string* note, int rounds = 7) {
+  std::vector<double> r, ta, tb;
   for (int i = 0; i < rounds; ++i) {
-    const double ta = ctx.time_ms(a);
-    r.push_back(ctx.time_ms(b) / ta);
+    ta.push_back(ctx.time_ms(a));
+    tb.push_back(ctx.time_ms(b));
+    r.push_back(tb.back() / ta.back());
   }
-  std::sort(r.begin(), r.end());
-  return r[r.size() / 2];
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  *note = cat("median of ", rounds, " alternating timings; medians ", median(ta), " and ", median(tb), " ms");
+  return median(r);
 }
 
 void forward(Context& ctx, int64_t n, const char* target, const char* upstream) {
@@ -54,16 +61,16 @@ void forward(Context& ctx, int64_t n, const char* target, const char* upstream) 
   ctx.add_value(kFamily, "matmul_fp8_mixed forward / plain", params, fp8 / plain, "x", fp8, target,
                 cat("bitsandbytes 0.49.2: ", upstream));
   const auto plain_fn = [&](int) { (void)matmul(A, B); };
-  ctx.add_value(kFamily, "matmul_fp8_mixed forward / plain, interleaved", params,
-                interleaved_ratio(ctx, plain_fn, [&](int) { (void)matmul_fp8_mixed(A, B, fw, bw); }), "x", fp8, target,
-                "median of 7 alternating (plain, fp8) timings");
+  std::string note;
+  const double ri = interleaved_ratio(ctx, plain_fn, [&](int) { (void)matmul_fp8_mixed(A, B, fw, bw); }, &note);
+  ctx.add_value(kFamily, "matmul_fp8_mixed forward / plain, interleaved", params, ri, "x", fp8, target, note);
   // B written by an octet elementwise op (a weight after sgd_step/axpy_) carries an amax hint:
   // its global absmax pass disappears (src/amax_hint.hpp).
   const Tensor Bh = scale(B, 1.0);
   const double fp8h = ctx.time_ms([&](int) { (void)matmul_fp8_mixed(A, Bh, fw, bw); });
-  ctx.add_value(kFamily, "matmul_fp8_mixed forward / plain, B with an amax hint, interleaved", params,
-                interleaved_ratio(ctx, plain_fn, [&](int) { (void)matmul_fp8_mixed(A, Bh, fw, bw); }), "x", fp8h,
-                target, "B = scale(B, 1): a weight an octet op wrote");
+  const double rh = interleaved_ratio(ctx, plain_fn, [&](int) { (void)matmul_fp8_mixed(A, Bh, fw, bw); }, &note);
+  ctx.add_value(kFamily, "matmul_fp8_mixed forward / plain, B with an amax hint, interleaved", params, rh, "x", fp8h,
+                target, "B = scale(B, 1), as a weight an octet op wrote; " + note);
   // Back to back (launch latency hidden): what the GPU spends per call.
   const double plain_b = ctx.time_back_to_back_ms([&](int) { (void)matmul(A, B); });
   const double fp8_b = ctx.time_back_to_back_ms([&](int) { (void)matmul_fp8_mixed(A, B, fw, bw); });
@@ -108,8 +115,10 @@ void forward_backward(Context& ctx, int64_t n) {
   ctx.add_rate(kFamily, "matmul_fp8_mixed fwd+bwd (autograd)", params, flops, fp8, fmin, ctx.ceilings.gemm_f16_tflops);
   ctx.add_value(kFamily, "matmul_fp8_mixed fwd+bwd / 3 cuBLAS GEMMs", params, fp8 / gemms, "x", fp8, "<= 1.2x",
                 "bitsandbytes 0.49.2: 2.48x (vs torch fwd+bwd)");
-  ctx.add_value(kFamily, "matmul_fp8_mixed fwd+bwd / 3 cuBLAS GEMMs, interleaved", params,
-                interleaved_ratio(ctx, three_gemms, fp8_step), "x", fp8, "<= 1.2x", "median of 7 alternating timings");
+  std::string note;
+  const double ri = interleaved_ratio(ctx, three_gemms, fp8_step, &note);
+  ctx.add_value(kFamily, "matmul_fp8_mixed fwd+bwd / 3 cuBLAS GEMMs, interleaved", params, ri, "x", fp8, "<= 1.2x",
+                note);
   ctx.add_value(kFamily, "matmul_fp8_mixed fwd+bwd / matmul fwd+bwd (both autograd)", params, fp8 / plain, "x", fp8);
 }
 
