@@ -213,6 +213,27 @@ OCTET_HD uint32_t compact_index(const uint32_t* ct, const Compact& c, float x) {
   return compact_step(ct[k.key - 2 * static_cast<uint32_t>(c.kbase)], k.w);
 }
 
+// a * b and a + b rounded once, with the GPU's NaN: any NaN result is 0x7FFFFFFF on both devices
+// (x86 returns an operand's payload or 0xFFC00000), so dequantized and fake-quantized values match
+// bit for bit also where the absmax is Inf or NaN.
+OCTET_HD float canonical_nan(float y) { return y != y ? bits_float(0x7FFFFFFFu) : y; }
+
+OCTET_HD float mul_nan(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fmul_rn(a, b);
+#else
+  return canonical_nan(a * b);
+#endif
+}
+
+OCTET_HD float add_nan(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fadd_rn(a, b);
+#else
+  return canonical_nan(a + b);
+#endif
+}
+
 struct Scale {
   float s, r;
 };

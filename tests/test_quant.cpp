@@ -930,7 +930,8 @@ OCTET_CUDA_TEST("CPU and CUDA: fake-quantize and quantize with every table and t
 
 // Global quantize of a tensor that an elementwise op wrote takes max |A| from its amax hint
 // (src/amax_hint.hpp) instead of an absmax pass: codes, absmax and fake values must equal the
-// CPU's, with NaN and Inf in the data too, and a stale hint must not be used.
+// CPU's, with NaN and Inf in the data too (a NaN value has the GPU's bits on both devices:
+// quant_index.cuh mul_nan), and a stale hint must not be used.
 OCTET_CUDA_TEST("quantize and fake_quantize with an amax hint equal the CPU") {
   const Device cuda = Device::cuda(0);
   manual_seed(29);
@@ -951,6 +952,10 @@ OCTET_CUDA_TEST("quantize and fake_quantize with an amax hint equal the CPU") {
       CHECK(test::bitwise_equal(c.codes, d.codes));
       CHECK(test::bitwise_equal(c.state.absmax, d.state.absmax));
       CHECK(test::bitwise_equal(fake_quantize(Ah, Code::fp8_e4m3()), fake_quantize(Ad, Code::fp8_e4m3())));
+      CHECK(test::bitwise_equal(dequantize(c.codes, c.state), dequantize(d.codes, d.state)));
+      // Inf in a block: code * Inf is Inf or NaN, NaN with the same bits on both devices
+      CHECK(test::bitwise_equal(fake_quantize_blockwise(Ah, Code::fp8_e4m3(), 64),
+                                fake_quantize_blockwise(Ad, Code::fp8_e4m3(), 64)));
     }
   }
   // A stale hint: the in-place write raises max |A|, which the hint does not know.

@@ -232,7 +232,7 @@ void quantize_blockwise_t(const T* A, int64_t n, const qi::Tables& tab, int64_t 
       for (int64_t i = lo; i < hi; ++i) {
         const int q = qi::closed_form(tab.code, tab.mid, qi::block_x(load_f32(A[i]), sc));
         codes[i] = static_cast<uint8_t>(q);
-        if (fake) fake[i] = store<T>(tab.code[q] * m);
+        if (fake) fake[i] = store<T>(qi::mul_nan(tab.code[q], m));
       }
     }
   });
@@ -244,7 +244,7 @@ void quantize_global_t(const T* A, int64_t n, const qi::Tables& tab, float absma
     for (int64_t i = lo; i < hi; ++i) {
       const int q = qi::closed_form(tab.code, tab.mid, qi::global_x(load_f32(A[i]), absmax));
       codes[i] = static_cast<uint8_t>(q);
-      if (fake) fake[i] = store<T>(tab.code[q] * absmax);
+      if (fake) fake[i] = store<T>(qi::mul_nan(tab.code[q], absmax));
     }
   });
 }
@@ -309,8 +309,8 @@ void dequantize(const uint8_t* codes, int64_t n, const float* code, const float*
     T* o = static_cast<T*>(out);
     parallel_for(n, 1 << 16, [&](int64_t lo, int64_t hi) {
       for (int64_t i = lo; i < hi; ++i) {
-        float y = code[codes[i]] * absmax[i >> log2_blocksize];
-        if (offset) y = y + *offset;
+        float y = qi::mul_nan(code[codes[i]], absmax[i >> log2_blocksize]);
+        if (offset) y = qi::add_nan(y, *offset);
         o[i] = store<T>(y);
       }
     });
