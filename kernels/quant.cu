@@ -229,7 +229,8 @@ __device__ __forceinline__ GlobalDiv global_div(float gabs) {
 
 // One tile (thread's share: v[J][V] at base + j*32*V). Full: the whole tile is in range and
 // every pointer 16-byte aligned (no checks). B > 0: blockwise; B == 0: global (gabs).
-template <class T, int B, bool C, bool Full, int J, int V>
+// Fake: writes code[q] * absmax in T to fake; otherwise the codes.
+template <class T, int B, bool Fake, bool C, bool Full, int J, int V>
 __device__ __forceinline__ void quantize_tile(float (&v)[J][V], int64_t base, int it, int64_t n, bool aligned,
                                               const Lookup& L, float gabs, const GlobalDiv& gd, float* warp_max,
                                               float* __restrict__ absmax, uint8_t* __restrict__ codes,
@@ -299,12 +300,13 @@ __device__ __forceinline__ void quantize_tile(float (&v)[J][V], int64_t base, in
     uint32_t q[V];
 #pragma unroll
     for (int k = 0; k < V; ++k) q[k] = lookup<C>(L, v[j][k]);
-    if (codes) store_codes<V>(codes, e, Full ? INT64_MAX : n, Full || aligned, pack_codes<V>(q));
-    if (fake) {
+    if constexpr (Fake) {
       float y[V];
 #pragma unroll
       for (int k = 0; k < V; ++k) y[k] = __fmul_rn(L.code[(q[k] & 0xFF) << 5], m[j]);
       store_vec<T, V>(fake, e, Full ? INT64_MAX : n, Full || aligned, y);
+    } else {
+      store_codes<V>(codes, e, Full ? INT64_MAX : n, Full || aligned, pack_codes<V>(q));
     }
   }
 }
@@ -338,13 +340,13 @@ __device__ __forceinline__ float global_absmax(const unsigned* __restrict__ part
 }
 
 // B > 0: blockwise (absmax per block, written to absmax); B == 0: global (the absmax kernel's
-// `parts` partials reduced here; block 0 writes the result to *absmax). fake != nullptr: also
-// writes code[q] * absmax in T; codes may be null then. Full aligned tiles first, D of them in
+// `parts` partials reduced here; block 0 writes the result to *absmax). Fake: writes
+// code[q] * absmax in T to fake (codes unused); otherwise the codes. Full aligned tiles first, D of them in
 // flight per thread (the tile D ahead is loaded before this one is computed; the first loads
 // are issued before the tables are set up), then the partial tile (or, for unaligned pointers,
 // every tile) through the checked path.
 // 3 blocks of 256 threads per SM: at most 85 registers (measured: faster than 2 or 4).
-template <class T, int B, int D>
+template <class T, int B, int D, bool Fake>
 __global__ void __launch_bounds__(kThreads, 3)
     quantize_kernel(const T* __restrict__ A, int64_t n, const qi::Tables* __restrict__ gtab, qi::LutShape shape,
                     qi::Compact c, int32_t compact_offset, const unsigned* __restrict__ partial, int parts,
@@ -359,14 +361,14 @@ __global__ void __launch_bounds__(kThreads, 3)
   uint4 X[J], Y[J];
   if (tile < full) load_tile<T, J, V>(X, A, tile * kTile + off);
   if (D == 2 && tile + G < full) load_tile<T, J, V>(Y, A, (tile + G) * kTile + off);
-  load_index(smem, fake != nullptr, gtab, c, compact_offset);
+  load_index(smem, Fake, gtab, c, compact_offset);
   float gabs = 0.0f;
   if constexpr (B == 0)
     gabs = global_absmax(partial, parts, absmax, reinterpret_cast<unsigned*>(warp_max));
   else
     __syncthreads();
   const GlobalDiv gd = B == 0 ? global_div(gabs) : GlobalDiv{};
-  const Lookup L = make_lookup(smem, fake != nullptr, gtab, c, shape);
+  const Lookup L = make_lookup(smem, Fake, gtab, c, shape);
   auto walk = [&](auto compact) {
     constexpr bool Cm = decltype(compact)::value;
     int it = 0;  // this block's tile count (parity for block_absmax)
@@ -375,7 +377,7 @@ __global__ void __launch_bounds__(kThreads, 3)
         float v[J][V];
         unpack_tile<T, J, V>(X, v);
         if (tile + D * G < full) load_tile<T, J, V>(X, A, (tile + D * G) * kTile + off);
-        quantize_tile<T, B, Cm, true, J, V>(v, tile * kTile + off, it, n, true, L, gabs, gd, warp_max, absmax, codes,
+        quantize_tile<T, B, Fake, Cm, true, J, V>(v, tile * kTile + off, it, n, true, L, gabs, gd, warp_max, absmax, codes,
                                             fake);
         tile += G, ++it;
       }
@@ -384,7 +386,7 @@ __global__ void __launch_bounds__(kThreads, 3)
         float v[J][V];
         unpack_tile<T, J, V>(Y, v);
         if (tile + 2 * G < full) load_tile<T, J, V>(Y, A, (tile + 2 * G) * kTile + off);
-        quantize_tile<T, B, Cm, true, J, V>(v, tile * kTile + off, it, n, true, L, gabs, gd, warp_max, absmax, codes,
+        quantize_tile<T, B, Fake, Cm, true, J, V>(v, tile * kTile + off, it, n, true, L, gabs, gd, warp_max, absmax, codes,
                                             fake);
         tile += G, ++it;
       }
@@ -394,7 +396,7 @@ __global__ void __launch_bounds__(kThreads, 3)
       float v[J][V];
 #pragma unroll
       for (int j = 0; j < J; ++j) load_vec<T, V>(A, base + j * 32 * V, n, aligned, v[j]);
-      quantize_tile<T, B, Cm, false, J, V>(v, base, it, n, aligned, L, gabs, gd, warp_max, absmax, codes, fake);
+      quantize_tile<T, B, Fake, Cm, false, J, V>(v, base, it, n, aligned, L, gabs, gd, warp_max, absmax, codes, fake);
     }
   };
   if (c.entries > 0)
@@ -610,17 +612,24 @@ void visit_quant(DType t, F&& f) {
 
 // Full tiles in flight per thread: 1 for f32 (4 x 16 bytes), 2 for f16/bf16 (the same bytes
 // in flight). Measured on an H200: 2 tiles for f32 spill registers and lose 3-8 %.
+// The kernel writes codes or fake outputs, not both (the library never asks for both on CUDA:
+// fake-quantize writes no codes); given both, the codes pass runs first, then the fake pass.
 template <class T, int B>
 void launch_quantize(const T* A, int64_t n, const QuantIndex& q, const unsigned* partial, int parts, float* absmax,
                      uint8_t* codes, T* fake, cudaStream_t s) {
   constexpr int D = sizeof(T) == 4 ? 1 : 2;
-  const auto kernel = quantize_kernel<T, B, D>;
-  const size_t smem = index_smem(kernel, q.compact, fake != nullptr);
-  const bool aligned = aligned16(A) && aligned16(codes) && (!fake || aligned16(fake));
-  const unsigned grid = persistent_grid(kernel, smem, (n + kTile - 1) / kTile);
-  kernel<<<grid, kThreads, smem, s>>>(A, n, static_cast<const qi::Tables*>(q.data), q.shape, q.compact,
-                                      q.compact_offset, partial, parts, absmax, codes, fake, aligned);
-  OCTET_LAUNCH_CHECK("quantize_kernel");
+  auto launch = [&](auto fake_tag) {
+    constexpr bool Fake = decltype(fake_tag)::value;
+    const auto kernel = quantize_kernel<T, B, D, Fake>;
+    const size_t smem = index_smem(kernel, q.compact, Fake);
+    const bool aligned = aligned16(A) && (Fake ? aligned16(fake) : aligned16(codes));
+    const unsigned grid = persistent_grid(kernel, smem, (n + kTile - 1) / kTile);
+    kernel<<<grid, kThreads, smem, s>>>(A, n, static_cast<const qi::Tables*>(q.data), q.shape, q.compact,
+                                        q.compact_offset, partial, parts, absmax, codes, fake, aligned);
+    OCTET_LAUNCH_CHECK("quantize_kernel");
+  };
+  if (codes) launch(std::false_type{});
+  if (fake) launch(std::true_type{});
 }
 
 }  // namespace

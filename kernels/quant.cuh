@@ -21,8 +21,8 @@ struct QuantIndex {
   int32_t compact_offset = 0;  // a multiple of 16
 };
 
-// One pass per block: codes, absmax and (when fake_out is given) code[q] * absmax in A's dtype.
-// codes may be null when fake_out is given (fake-quantize: one read, one write); also below.
+// One pass per block: codes and absmax, or (fake_out given, codes null: fake-quantize, one read
+// and one write) absmax and code[q] * absmax in A's dtype; given both, two passes. Also below.
 void quantize_blockwise(DType t, const void* A, int64_t n, const QuantIndex& q, int64_t blocksize, float* absmax,
                         uint8_t* codes, void* fake_out, cudaStream_t s);
 // absmax[0] = max |A| (NaN propagates as 0x7FC00000; 0 for n == 0) and the codes for

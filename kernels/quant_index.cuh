@@ -99,10 +99,12 @@ OCTET_HD int lut_index(const LutEntry* lut, const LutShape& s, const Tables& t, 
 // code[0]): NaN and x below code[0] take code[0], whose index, 0, is theirs). Valid for
 // x <= hi and NaN: the window reaches past 1 + 2^-23 and |code[0]|, and the kernels' x
 // (v * RN(1/absmax) or v / absmax, |v| <= absmax) never exceeds 1 + 2^-23. An
-// entry is ((t - 1) << 8) | q0 for a step at low bits t of the slot (index q0 -> q0 + 1, t
-// counted from the slot's top for x < 0, whose index falls with |x|), or ((2^sh - 1) << 8) | q
-// for a constant slot; then index = e + (w > e) in the low byte, w = low sh bits of bits(m)
-// (complemented for x < 0) << 8. Equal to lut_index() on every float when the build succeeds;
+// entry is (((t - 1) << 8) | q0) + 1 for a step at low bits t of the slot (index q0 -> q0 + 1, t
+// counted from the slot's top for x < 0, whose index falls with |x|), or
+// (((2^sh - 1) << 8) | q) + 1 for a constant slot; then index = e - 1 + (w >= e) in the low byte,
+// w = low sh bits of bits(m) (complemented for x < 0) << 8: on the GPU one subtract that sets the
+// carry and one add that takes it. (A low byte of 255 never steps, so the + 1 never changes an
+// index; entries stay below 2^31.) Equal to lut_index() on every float when the build succeeds;
 // otherwise (crowded or odd tables) entries == 0 and the kernels use lut_index() itself.
 struct Compact {
   float lo = 0, hi = 0;  // the window of |x|: its first bit pattern - 1 (or 0) and its last one
@@ -160,8 +162,8 @@ inline bool build_compact(const Compact& c, const LutEntry* lut, const LutShape&
     const int q0 = us >= E.thr ? E.above : E.below, q1 = ue >= E.thr ? E.above : E.below;
     const uint32_t t = E.thr - us;  // a step inside the slot: at low bits t in [1, mask]
     bad |= E.slow || (q1 != q0 && q1 != q0 + (h ? -1 : 1));
-    ct[i] = q1 == q0 ? mask << 8 | static_cast<uint32_t>(q0)
-                     : (h ? (mask - t) << 8 | static_cast<uint32_t>(q1) : (t - 1) << 8 | static_cast<uint32_t>(q0));
+    ct[i] = 1 + (q1 == q0 ? mask << 8 | static_cast<uint32_t>(q0)
+                          : (h ? (mask - t) << 8 | static_cast<uint32_t>(q1) : (t - 1) << 8 | static_cast<uint32_t>(q0)));
   }
   // Outside the window a clamped |x| keeps its index: true for halves of several buckets (the
   // window holds their steps); a one-bucket half's step must lie in (lc, hi].
@@ -205,8 +207,16 @@ OCTET_HD CompactKey compact_key(const Compact& c, float x) {
   return {key, ((mb << 8) ^ static_cast<uint32_t>(static_cast<int32_t>(sb) >> 31)) & c.mask8};
 }
 
-// The index (low byte; higher bits are garbage) from the slot's entry e.
-OCTET_HD uint32_t compact_step(uint32_t e, uint32_t w) { return e + (w > e ? 1u : 0u); }
+// The index (low byte; higher bits are garbage) from the slot's entry e: e - 1 + (w >= e).
+OCTET_HD uint32_t compact_step(uint32_t e, uint32_t w) {
+#ifdef __CUDA_ARCH__
+  uint32_t q;  // w - e sets the carry exactly when w >= e; e + 0xFFFFFFFF + carry
+  asm("{\n\t.reg .u32 d;\n\tsub.cc.u32 d, %1, %2;\n\taddc.u32 %0, %2, 0xFFFFFFFF;\n\t}" : "=r"(q) : "r"(w), "r"(e));
+  return q;
+#else
+  return e - 1u + (w >= e ? 1u : 0u);
+#endif
+}
 
 OCTET_HD uint32_t compact_index(const uint32_t* ct, const Compact& c, float x) {
   const CompactKey k = compact_key(c, x);
