@@ -77,6 +77,31 @@ template <class T> __device__ __forceinline__ uint32_t abs_bits(T v) {
   else return amax_bits(__float_as_uint(load_f32(v)));
 }
 
+// The amax of the vector path, kept cheaply: the bits of |x| order like |x| (NaNs of any payload
+// above Inf), so an integer max of the bits with the sign cleared is the max, and amax_bits is
+// applied once at the end. 16-bit types keep two halfword maxima per register (one and + one
+// SIMD max per two elements). Same bits as abs_bits per element.
+template <class T> struct VecAbsMax {
+  uint32_t raw = 0;
+  __device__ __forceinline__ void add(const uint4& v) {
+    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      if constexpr (sizeof(T) == 2) raw = __vmaxu2(raw, w[k] & 0x7FFF7FFFu);
+      else raw = max(raw, w[k] & 0x7FFFFFFFu);
+    }
+  }
+  __device__ __forceinline__ uint32_t ordered_bits() const {
+    if constexpr (std::is_same_v<T, __half>) {
+      return abs_bits(__ushort_as_half(static_cast<unsigned short>(max(raw & 0xFFFFu, raw >> 16))));
+    } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+      return amax_bits(max(raw & 0xFFFFu, raw >> 16) << 16);
+    } else {
+      return amax_bits(raw);
+    }
+  }
+};
+
 // out[i] = f(a[i], b[i]) (b ignored by unary functions). With `vec` (all pointers 16-byte
 // aligned) the body moves 16 bytes per operand per step, two steps' loads issued together; the
 // tail and unaligned views go element by element. Inputs are read through the read-only path
@@ -93,6 +118,7 @@ __global__ void elementwise_kernel(F f, const T* a, const T* b, T* out, int64_t 
   constexpr int V = 16 / sizeof(T);
   const int64_t tid = blockIdx.x * int64_t(blockDim.x) + threadIdx.x, stride = int64_t(gridDim.x) * blockDim.x;
   uint32_t m = 0;
+  VecAbsMax<T> vm;
   int64_t done = 0;
   if (vec) {
     const int64_t nv = n / V;
@@ -117,8 +143,8 @@ __global__ void elementwise_kernel(F f, const T* a, const T* b, T* out, int64_t 
 #pragma unroll
         for (int q = 0; q < V; ++q) {
           to[q] = store_acc<T>(f(load_acc<T, acc_t<T>>(ta[q]), load_acc<T, acc_t<T>>(tb[q])));
-          if constexpr (Track) m = max(m, abs_bits(to[q]));
         }
+        if constexpr (Track) vm.add(ro);
         reinterpret_cast<uint4*>(out)[i + h * stride] = ro;
       }
     }
@@ -131,7 +157,7 @@ __global__ void elementwise_kernel(F f, const T* a, const T* b, T* out, int64_t 
     if constexpr (Track) m = max(m, abs_bits(r));
   }
   if constexpr (Track) {
-    m = block_max_u32(m);
+    m = block_max_u32(max(m, vm.ordered_bits()));
     if (threadIdx.x == 0) amax_partials[blockIdx.x] = m;
   }
 }

@@ -7,6 +7,7 @@
 // should follow.
 #include <functional>
 
+#include "kernels/ops.cuh"
 #include "tools/bench.hpp"
 
 namespace octet::bench {
@@ -121,6 +122,13 @@ void breakdown(Context& ctx) {
   part("for comparison: dY1 cast + transpose without column sums", [&] { (void)cast_to_fp8(dh1, e5, s, {}, true); });
   part("for comparison: max_abs(h) (ops.hpp)", [&] { (void)max_abs(h); });
   part("for comparison: h amax + scale, a pass over h (no hint)", [&] { amax_scale(h); });
+  // The cost of keeping the hint: gelu's kernel without the amax partials (what gelu runs for an
+  // output that cannot keep a hint).
+  Tensor h_out = Tensor::empty({t, dh}, DType::bf16, d);
+  part("for comparison: gelu forward without the amax hint", [&] {
+    (void)kernels::unary(Unary::gelu, DType::bf16, h.data(), 0.0, h_out.data(), h.numel(), nullptr,
+                         current_stream(d.index));
+  });
 }
 
 // The step's five GEMM shapes with the heuristic's first algorithm and with autotune.
