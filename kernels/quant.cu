@@ -341,8 +341,8 @@ __device__ __forceinline__ float global_absmax(const unsigned* __restrict__ part
 
 // B > 0: blockwise (absmax per block, written to absmax); B == 0: global (the absmax kernel's
 // `parts` partials reduced here; block 0 writes the result to *absmax). Fake: writes
-// code[q] * absmax in T to fake (codes unused); otherwise the codes. Full aligned tiles first, D of them in
-// flight per thread (the tile D ahead is loaded before this one is computed; the first loads
+// code[q] * absmax in T to fake (codes unused); otherwise the codes. Full aligned tiles first,
+// D of them in flight per thread (the tile D ahead is loaded before this one is computed; the first loads
 // are issued before the tables are set up), then the partial tile (or, for unaligned pointers,
 // every tile) through the checked path.
 // 3 blocks of 256 threads per SM: at most 85 registers (measured: faster than 2 or 4).
@@ -377,8 +377,8 @@ __global__ void __launch_bounds__(kThreads, 3)
         float v[J][V];
         unpack_tile<T, J, V>(X, v);
         if (tile + D * G < full) load_tile<T, J, V>(X, A, (tile + D * G) * kTile + off);
-        quantize_tile<T, B, Fake, Cm, true, J, V>(v, tile * kTile + off, it, n, true, L, gabs, gd, warp_max, absmax, codes,
-                                            fake);
+        quantize_tile<T, B, Fake, Cm, true, J, V>(v, tile * kTile + off, it, n, true, L, gabs, gd, warp_max, absmax,
+                                                  codes, fake);
         tile += G, ++it;
       }
       if constexpr (D == 2) {
@@ -386,8 +386,8 @@ __global__ void __launch_bounds__(kThreads, 3)
         float v[J][V];
         unpack_tile<T, J, V>(Y, v);
         if (tile + 2 * G < full) load_tile<T, J, V>(Y, A, (tile + 2 * G) * kTile + off);
-        quantize_tile<T, B, Fake, Cm, true, J, V>(v, tile * kTile + off, it, n, true, L, gabs, gd, warp_max, absmax, codes,
-                                            fake);
+        quantize_tile<T, B, Fake, Cm, true, J, V>(v, tile * kTile + off, it, n, true, L, gabs, gd, warp_max, absmax,
+                                                  codes, fake);
         tile += G, ++it;
       }
     }
@@ -396,7 +396,8 @@ __global__ void __launch_bounds__(kThreads, 3)
       float v[J][V];
 #pragma unroll
       for (int j = 0; j < J; ++j) load_vec<T, V>(A, base + j * 32 * V, n, aligned, v[j]);
-      quantize_tile<T, B, Fake, Cm, false, J, V>(v, base, it, n, aligned, L, gabs, gd, warp_max, absmax, codes, fake);
+      quantize_tile<T, B, Fake, Cm, false, J, V>(v, base, it, n, aligned, L, gabs, gd, warp_max, absmax, codes,
+                                                 fake);
     }
   };
   if (c.entries > 0)

@@ -162,8 +162,8 @@ inline bool build_compact(const Compact& c, const LutEntry* lut, const LutShape&
     const int q0 = us >= E.thr ? E.above : E.below, q1 = ue >= E.thr ? E.above : E.below;
     const uint32_t t = E.thr - us;  // a step inside the slot: at low bits t in [1, mask]
     bad |= E.slow || (q1 != q0 && q1 != q0 + (h ? -1 : 1));
-    ct[i] = 1 + (q1 == q0 ? mask << 8 | static_cast<uint32_t>(q0)
-                          : (h ? (mask - t) << 8 | static_cast<uint32_t>(q1) : (t - 1) << 8 | static_cast<uint32_t>(q0)));
+    const uint32_t step = h ? (mask - t) << 8 | static_cast<uint32_t>(q1) : (t - 1) << 8 | static_cast<uint32_t>(q0);
+    ct[i] = 1 + (q1 == q0 ? mask << 8 | static_cast<uint32_t>(q0) : step);
   }
   // Outside the window a clamped |x| keeps its index: true for halves of several buckets (the
   // window holds their steps); a one-bucket half's step must lie in (lc, hi].
@@ -211,7 +211,9 @@ OCTET_HD CompactKey compact_key(const Compact& c, float x) {
 OCTET_HD uint32_t compact_step(uint32_t e, uint32_t w) {
 #ifdef __CUDA_ARCH__
   uint32_t q;  // w - e sets the carry exactly when w >= e; e + 0xFFFFFFFF + carry
-  asm("{\n\t.reg .u32 d;\n\tsub.cc.u32 d, %1, %2;\n\taddc.u32 %0, %2, 0xFFFFFFFF;\n\t}" : "=r"(q) : "r"(w), "r"(e));
+  asm("{\n\t.reg .u32 d;\n\tsub.cc.u32 d, %1, %2;\n\taddc.u32 %0, %2, 0xFFFFFFFF;\n\t}"
+      : "=r"(q)
+      : "r"(w), "r"(e));
   return q;
 #else
   return e - 1u + (w >= e ? 1u : 0u);

@@ -616,6 +616,10 @@ void zero_blocks(Device dev) {
   const auto yi = dequantize(gi.codes, gi.state).to_vector<float>();
   CHECK(std::isnan(yi[0]));
   CHECK(yi[1] == -kInf);
+  // NaN values (code 0 * Inf) have the GPU's bits, 0x7FFFFFFF, on both devices, also fake-quantized.
+  const auto fi = fake_quantize(host_tensor({1.0f, kInf, -2.0f}).to(dev), Code()).to_vector<float>();
+  for (float y : {yi[0], yi[2], fi[0], fi[2]}) CHECK(bits(y) == 0x7FFFFFFFu);
+  CHECK(fi[1] == -kInf);
 }
 
 void empty_and_shapes(Device dev) {
