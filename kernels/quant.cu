@@ -9,6 +9,8 @@
 // tile's 16-byte loads are issued before this tile is computed; one 4-byte lookup per element in
 // a compact table each CUDA block builds from the Code's LUT); tables that do not fit it use
 // lut_index() on the LUT in global memory; partial or unaligned tiles take a checked path.
+// Global quantization of large f16/bf16 tensors maps each element's 16 bits through a table of
+// all 65536 patterns built on the device (table16_kernel / table16_map_kernel).
 // Float arithmetic uses explicit _rn intrinsics: no contraction, no flush-to-zero.
 #include <algorithm>
 #include <mutex>
@@ -438,6 +440,102 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// Global quantization of a 16-bit tensor as a table lookup. With one absmax for the whole
+// tensor, an element's code (and its fake value) depends on its 16 bits alone, so
+// table16_kernel evaluates all 65536 bit patterns once, with the arithmetic of the CPU reference
+// (x = v / absmax by qi::global_x, index by qi::closed_form, which the kernels' lookups equal),
+// and table16_map_kernel maps every element through the table in shared memory: one 2-byte
+// (fake) or 1-byte (code) shared load per element instead of a division and an index search.
+constexpr int kPatterns = 65536;
+constexpr int kMapThreads = 1024;  // one block per SM: the fake table takes 128 KiB
+constexpr int kMapJ = 2;           // 16-byte vectors per thread and step
+
+template <class T>
+__device__ __forceinline__ T from_bits16(uint16_t p) {
+  if constexpr (std::is_same_v<T, __half>)
+    return __ushort_as_half(p);
+  else
+    return __ushort_as_bfloat16(p);
+}
+
+template <class T>
+__device__ __forceinline__ uint16_t to_bits16(T v) {
+  if constexpr (std::is_same_v<T, __half>)
+    return __half_as_ushort(v);
+  else
+    return __bfloat16_as_ushort(v);
+}
+
+// Grid: kPatterns / kThreads blocks. The absmax from the partials (block 0 writes *absmax).
+template <class T, bool Fake>
+__global__ void __launch_bounds__(kThreads) table16_kernel(const qi::Tables* __restrict__ gtab,
+                                                           const unsigned* __restrict__ partial, int parts,
+                                                           float* __restrict__ absmax, void* __restrict__ table) {
+  __shared__ unsigned red[kThreads / 32];
+  const float gabs = global_absmax(partial, parts, absmax, red);
+  const unsigned p = blockIdx.x * kThreads + threadIdx.x;
+  const int q = qi::closed_form(gtab->code, gtab->mid, qi::global_x(load_f32(from_bits16<T>(p)), gabs));
+  if constexpr (Fake)
+    static_cast<uint16_t*>(table)[p] = to_bits16(store_f32<T>(__fmul_rn(gtab->code[q], gabs)));
+  else
+    static_cast<uint8_t*>(table)[p] = static_cast<uint8_t>(q);
+}
+
+// out[i] = table[A[i]] (A and a fake out as 16-bit patterns; codes as bytes). Aligned: steps of
+// kMapJ 16-byte vectors per thread, the next step's loads issued before this one's lookups; the
+// rest (a tail of fewer than 8 elements, or everything when a pointer is unaligned) one by one.
+template <bool Fake>
+__global__ void __launch_bounds__(kMapThreads, 1)
+    table16_map_kernel(const uint16_t* __restrict__ A, int64_t n, const uint4* __restrict__ table,
+                       uint8_t* __restrict__ codes, uint16_t* __restrict__ fake, bool aligned) {
+  extern __shared__ uint4 tab4[];
+  const int64_t vecs = aligned ? n / 8 : 0, stride = int64_t{gridDim.x} * kMapThreads;
+  int64_t v = blockIdx.x * int64_t{kMapThreads} + threadIdx.x;  // this thread's first vector
+  const uint4* A4 = reinterpret_cast<const uint4*>(A);
+  uint4 x[kMapJ];
+#pragma unroll
+  for (int j = 0; j < kMapJ; ++j)
+    if (v + j * stride < vecs) x[j] = __ldcs(A4 + v + j * stride);
+  for (int i = threadIdx.x; i < kPatterns * (Fake ? 2 : 1) / 16; i += kMapThreads) tab4[i] = __ldg(table + i);
+  __syncthreads();
+  const uint16_t* tab16 = reinterpret_cast<const uint16_t*>(tab4);
+  const uint8_t* tab8 = reinterpret_cast<const uint8_t*>(tab4);
+  for (; v < vecs; v += kMapJ * stride) {
+    uint4 y[kMapJ];
+#pragma unroll
+    for (int j = 0; j < kMapJ; ++j) y[j] = x[j];
+#pragma unroll
+    for (int j = 0; j < kMapJ; ++j)
+      if (v + (kMapJ + j) * stride < vecs) x[j] = __ldcs(A4 + v + (kMapJ + j) * stride);
+#pragma unroll
+    for (int j = 0; j < kMapJ; ++j) {
+      const int64_t e = v + j * stride;
+      if (e >= vecs) break;
+      const uint32_t w[4] = {y[j].x, y[j].y, y[j].z, y[j].w};
+      if constexpr (Fake) {
+        uint32_t o[4];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) o[k] = __byte_perm(tab16[w[k] & 0xFFFFu], tab16[w[k] >> 16], 0x5410);
+        reinterpret_cast<uint4*>(fake)[e] = make_uint4(o[0], o[1], o[2], o[3]);
+      } else {
+        uint32_t o[2];
+#pragma unroll
+        for (int k = 0; k < 2; ++k)
+          o[k] = __byte_perm(__byte_perm(tab8[w[2 * k] & 0xFFFFu], tab8[w[2 * k] >> 16], 0x0040),
+                             __byte_perm(tab8[w[2 * k + 1] & 0xFFFFu], tab8[w[2 * k + 1] >> 16], 0x0040), 0x5410);
+        reinterpret_cast<uint2*>(codes)[e] = make_uint2(o[0], o[1]);
+      }
+    }
+  }
+  for (int64_t i = vecs * 8 + blockIdx.x * int64_t{kMapThreads} + threadIdx.x; i < n; i += stride) {
+    const uint16_t a = A[i];
+    if constexpr (Fake)
+      fake[i] = tab16[a];
+    else
+      codes[i] = tab8[a];
+  }
+}
+
 template <class To, int V, bool Full>
 __device__ __forceinline__ void dequantize_vec(const CodeVec<V>& c, float am, const float* tab, const float* offset,
                                                float off, To* __restrict__ out, int64_t e, int64_t n, bool aligned) {
@@ -557,7 +655,7 @@ __global__ void index_check_kernel(const qi::Tables* __restrict__ gtab, qi::LutS
 // Grid of a persistent kernel: SMs x resident blocks, at most `tiles` (the occupancy query is
 // made once per kernel, shared memory size and device).
 template <class K>
-unsigned persistent_grid(K kernel, size_t smem, int64_t tiles) {
+unsigned persistent_grid(K kernel, size_t smem, int64_t tiles, int threads = kThreads) {
   struct Seen {
     const void* kernel;
     size_t smem;
@@ -576,7 +674,7 @@ unsigned persistent_grid(K kernel, size_t smem, int64_t tiles) {
   if (blocks == 0) {
     int sms = 0, per_sm = 0;
     OCTET_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    OCTET_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
+    OCTET_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
     blocks = sms * std::max(per_sm, 1);
     std::lock_guard lock(mutex);
     seen.push_back({reinterpret_cast<const void*>(kernel), smem, dev, blocks});
@@ -633,6 +731,32 @@ void launch_quantize(const T* A, int64_t n, const QuantIndex& q, const unsigned*
   if (fake) launch(std::true_type{});
 }
 
+// The table path of quantize_global for 16-bit T (kTable16MinNumel elements or more): per output
+// kind, the table from the partials, then the map pass.
+template <class T>
+void table16_quantize(const T* A, int64_t n, const QuantIndex& q, const unsigned* partial, int parts, float* absmax,
+                      uint8_t* codes, T* fake, cudaStream_t s) {
+  auto pass = [&](auto fake_tag) {
+    constexpr bool Fake = decltype(fake_tag)::value;
+    constexpr size_t bytes = kPatterns * (Fake ? 2 : 1);
+    void* table = nullptr;
+    OCTET_CUDA_CHECK(cudaMallocAsync(&table, bytes, s));
+    table16_kernel<T, Fake><<<kPatterns / kThreads, kThreads, 0, s>>>(static_cast<const qi::Tables*>(q.data), partial,
+                                                                      parts, absmax, table);
+    OCTET_LAUNCH_CHECK("table16_kernel");
+    const auto kernel = table16_map_kernel<Fake>;
+    OCTET_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+    const bool aligned = aligned16(A) && (Fake ? aligned16(fake) : aligned16(codes));
+    const unsigned grid = persistent_grid(kernel, bytes, (n + kMapThreads * 8 - 1) / (kMapThreads * 8), kMapThreads);
+    kernel<<<grid, kMapThreads, bytes, s>>>(reinterpret_cast<const uint16_t*>(A), n, static_cast<const uint4*>(table),
+                                            codes, reinterpret_cast<uint16_t*>(fake), aligned);
+    OCTET_LAUNCH_CHECK("table16_map_kernel");
+    OCTET_CUDA_CHECK(cudaFreeAsync(table, s));
+  };
+  if (codes) pass(std::false_type{});
+  if (fake) pass(std::true_type{});
+}
+
 }  // namespace
 
 void quantize_blockwise(DType t, const void* A, int64_t n, const QuantIndex& q, int64_t blocksize, float* absmax,
@@ -674,17 +798,21 @@ void quantize_global(DType t, const void* A, int64_t n, const QuantIndex& q, flo
   visit_quant(t, [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* a = static_cast<const T*>(A);
-    if (hint) {
-      launch_quantize<T, 0>(a, n, q, hint, hint_parts, absmax, codes, static_cast<T*>(fake_out), s);
-      return;
-    }
+    T* fake = static_cast<T*>(fake_out);
+    auto finish = [&](const unsigned* partial, int parts) {
+      if constexpr (sizeof(T) == 2) {
+        if (n >= kTable16MinNumel) return table16_quantize<T>(a, n, q, partial, parts, absmax, codes, fake, s);
+      }
+      launch_quantize<T, 0>(a, n, q, partial, parts, absmax, codes, fake, s);
+    };
+    if (hint) return finish(hint, hint_parts);
     const auto kernel = absmax_kernel<T>;
     const unsigned parts = persistent_grid(kernel, 0, (n + kTile - 1) / kTile);
     unsigned* partial = nullptr;
     OCTET_CUDA_CHECK(cudaMallocAsync(&partial, sizeof(unsigned) * parts, s));
     kernel<<<parts, kThreads, 0, s>>>(a, n, partial, aligned16(A));
     OCTET_LAUNCH_CHECK("absmax_kernel");
-    launch_quantize<T, 0>(a, n, q, partial, static_cast<int>(parts), absmax, codes, static_cast<T*>(fake_out), s);
+    finish(partial, static_cast<int>(parts));
     OCTET_CUDA_CHECK(cudaFreeAsync(partial, s));
   });
 }

@@ -30,8 +30,11 @@ void quantize_blockwise(DType t, const void* A, int64_t n, const QuantIndex& q, 
 // which reduces them (the absmax stays on the device; no memset). hint (may be null): `hint_parts`
 // partials of max |A| in that format (an amax hint, src/amax_hint.hpp), which replace the absmax
 // kernel.
+// f16/bf16 with kTable16MinNumel elements or more: the quantize kernel is replaced by a table of the
+// code (or fake value) of each of the 65536 bit patterns and one lookup per element.
 void quantize_global(DType t, const void* A, int64_t n, const QuantIndex& q, float* absmax, uint8_t* codes,
                      void* fake_out, const uint32_t* hint, int hint_parts, cudaStream_t s);
+inline constexpr int64_t kTable16MinNumel = int64_t{1} << 19;
 // out = code[q] * absmax[i >> log2_blocksize] (+ *offset when given); log2_blocksize 63: global.
 void dequantize(const uint8_t* codes, int64_t n, const float* code, const float* absmax, int log2_blocksize,
                 const float* offset, DType out_t, void* out, cudaStream_t s);

@@ -974,6 +974,52 @@ OCTET_CUDA_TEST("quantize and fake_quantize with an amax hint equal the CPU") {
   CHECK(test::bitwise_equal(d.codes, quantize(A.to(Device::cpu())).codes));
 }
 
+// f16/bf16 global quantize of kernels::kTable16MinNumel elements or more goes through a table of
+// all 65536 bit patterns (kernels/quant.cu table16_kernel): every pattern, with finite values only,
+// with an Inf (absmax Inf) and with a NaN (absmax NaN), must give the CPU's codes, absmax and fake
+// values; the outputs are poisoned first; an unaligned view takes the element-by-element path.
+OCTET_CUDA_TEST("global quantize of 16-bit tensors through the pattern table equals the CPU on every pattern") {
+  const Device cuda = Device::cuda(0);
+  cudaStream_t s = detail::stream(cuda);
+  const int64_t n = 8 * 65536 + 5;  // a partial last vector
+  REQUIRE(n - 2 >= kernels::kTable16MinNumel);
+  for (DType t : {DType::f16, DType::bf16}) {
+    const uint16_t exp_mask = t == DType::f16 ? 0x7C00 : 0x7F80;
+    for (int special = 0; special < 3; ++special) {
+      CAPTURE(dtype_name(t));
+      CAPTURE(special);
+      Tensor A = Tensor::empty({n}, t);
+      auto* bits16 = static_cast<uint16_t*>(A.data());
+      for (int64_t i = 0; i < n; ++i) {
+        const auto p = static_cast<uint16_t>((i * 40503) & 0xFFFF);  // odd multiplier: every pattern, shuffled
+        bits16[i] = (p & exp_mask) == exp_mask ? uint16_t{0} : p;        // finite values only
+      }
+      if (special == 1) bits16[7] = exp_mask;                                 // +Inf
+      if (special == 2) bits16[n - 3] = static_cast<uint16_t>(exp_mask | 1);  // NaN
+      const Tensor Ad = A.to(cuda);
+      for (const Code& code : {Code(), Code::fp8_e4m3()}) {
+        const Quantized c = quantize(A, code), d = quantize(Ad, code);
+        CHECK(test::bitwise_equal(c.codes, d.codes));
+        CHECK(test::bitwise_equal(c.state.absmax, d.state.absmax));
+        CHECK(test::bitwise_equal(fake_quantize(A, code), fake_quantize(Ad, code)));
+        const Tensor vc = view(A, 1, n - 2), vd = view(Ad, 1, n - 2);  // unaligned
+        CHECK(test::bitwise_equal(quantize(vc, code).codes, quantize(vd, code).codes));
+        CHECK(test::bitwise_equal(fake_quantize(vc, code), fake_quantize(vd, code)));
+      }
+      // Both outputs of one call, into poisoned buffers.
+      const kernels::QuantIndex qd = quant_internal::device_index(Code::fp8_e4m3(), cuda);
+      Tensor codes_d = test::poisoned({n}, DType::u8, cuda), fake_d = test::poisoned({n}, t, cuda),
+             am_d = test::poisoned({1}, DType::f32, cuda);
+      kernels::quantize_global(t, Ad.data(), n, qd, am_d.data_ptr<float>(), codes_d.data_ptr<uint8_t>(),
+                               fake_d.data(), nullptr, 0, s);
+      const Quantized c = quantize(A, Code::fp8_e4m3());
+      CHECK(test::bitwise_equal(codes_d, c.codes));
+      CHECK(test::bitwise_equal(am_d, c.state.absmax));
+      CHECK(test::bitwise_equal(fake_d, fake_quantize(A, Code::fp8_e4m3())));
+    }
+  }
+}
+
 OCTET_CUDA_TEST("kernels write every output element (poisoned buffers) and handle unaligned views") {
   const Device cuda = Device::cuda(0);
   cudaStream_t s = detail::stream(cuda);
