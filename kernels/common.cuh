@@ -1,5 +1,6 @@
 // Device-side helpers shared by the kernel families: dtype -> CUDA type dispatch, float
-// load/store with CUDA's rounding intrinsics, grid sizing. Only included from .cu files.
+// load/store with CUDA's rounding intrinsics, max |x| as ordered bits (VecAbsMax), grid sizing.
+// Only included from .cu files.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -10,6 +11,7 @@
 
 #include "octet/dtype.hpp"
 #include "octet/error.hpp"
+#include "src/cpu/fp8_gemm.hpp"  // amax_bits
 #include "src/cuda_check.hpp"
 
 namespace octet::kernels {
@@ -96,6 +98,37 @@ __device__ __forceinline__ uint32_t block_max_u32(uint32_t v) {
   if (tid < 32) w = __reduce_max_sync(0xFFFFFFFFu, tid < warps ? part[tid] : 0u);
   return w;
 }
+
+// |v| as the ordered bits of fp8_amax (amax_bits); never called for f64.
+template <class T> __device__ __forceinline__ uint32_t abs_bits(T v) {
+  if constexpr (std::is_same_v<T, double>) return 0u;
+  else return amax_bits(__float_as_uint(load_f32(v)));
+}
+
+// The amax of the vector path, kept cheaply: the bits of |x| order like |x| (NaNs of any payload
+// above Inf), so an integer max of the bits with the sign cleared is the max, and amax_bits is
+// applied once at the end. 16-bit types keep two halfword maxima per register (one and + one
+// SIMD max per two elements). Same bits as abs_bits per element.
+template <class T> struct VecAbsMax {
+  uint32_t raw = 0;
+  __device__ __forceinline__ void add(const uint4& v) {
+    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      if constexpr (sizeof(T) == 2) raw = __vmaxu2(raw, w[k] & 0x7FFF7FFFu);
+      else raw = max(raw, w[k] & 0x7FFFFFFFu);
+    }
+  }
+  __device__ __forceinline__ uint32_t ordered_bits() const {
+    if constexpr (std::is_same_v<T, __half>) {
+      return abs_bits(__ushort_as_half(static_cast<unsigned short>(max(raw & 0xFFFFu, raw >> 16))));
+    } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+      return amax_bits(max(raw & 0xFFFFu, raw >> 16) << 16);
+    } else {
+      return amax_bits(raw);
+    }
+  }
+};
 
 // Grid for a grid-stride loop over n items: at most 65535*? blocks; 64-bit safe.
 inline unsigned grid_for(int64_t n, int threads, int64_t max_blocks = 4096) {

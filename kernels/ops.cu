@@ -71,37 +71,6 @@ template <class A> struct AxpyFn {  // y + alpha x with one rounding: a = x, b =
   __device__ A operator()(A u, A v) const { return fma(alpha, u, v); }
 };
 
-// |v| as the ordered bits of fp8_amax (amax_bits); never called for f64.
-template <class T> __device__ __forceinline__ uint32_t abs_bits(T v) {
-  if constexpr (std::is_same_v<T, double>) return 0u;
-  else return amax_bits(__float_as_uint(load_f32(v)));
-}
-
-// The amax of the vector path, kept cheaply: the bits of |x| order like |x| (NaNs of any payload
-// above Inf), so an integer max of the bits with the sign cleared is the max, and amax_bits is
-// applied once at the end. 16-bit types keep two halfword maxima per register (one and + one
-// SIMD max per two elements). Same bits as abs_bits per element.
-template <class T> struct VecAbsMax {
-  uint32_t raw = 0;
-  __device__ __forceinline__ void add(const uint4& v) {
-    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      if constexpr (sizeof(T) == 2) raw = __vmaxu2(raw, w[k] & 0x7FFF7FFFu);
-      else raw = max(raw, w[k] & 0x7FFFFFFFu);
-    }
-  }
-  __device__ __forceinline__ uint32_t ordered_bits() const {
-    if constexpr (std::is_same_v<T, __half>) {
-      return abs_bits(__ushort_as_half(static_cast<unsigned short>(max(raw & 0xFFFFu, raw >> 16))));
-    } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-      return amax_bits(max(raw & 0xFFFFu, raw >> 16) << 16);
-    } else {
-      return amax_bits(raw);
-    }
-  }
-};
-
 // out[i] = f(a[i], b[i]) (b ignored by unary functions). With `vec` (all pointers 16-byte
 // aligned) the body moves 16 bytes per operand per step, two steps' loads issued together; the
 // tail and unaligned views go element by element. Inputs are read through the read-only path

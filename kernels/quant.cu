@@ -34,6 +34,15 @@ constexpr int vec_width() {
   return 16 / static_cast<int>(sizeof(T));
 }
 
+// The side job of the blockwise fake-quantize kernel (kernels::SideAbsmax, typed).
+template <class T>
+struct SideMax {
+  const T* x = nullptr;
+  int64_t n = 0;
+  unsigned* partial = nullptr;
+  bool aligned = false;
+};
+
 // V elements from e on as floats; elements at or past n read as 0.
 // Stream: read once (evict-first); otherwise an ordinary L2-cached read.
 template <class T, int V, bool Stream = true>
@@ -341,18 +350,72 @@ __device__ __forceinline__ float global_absmax(const unsigned* __restrict__ part
   return __uint_as_float(m);
 }
 
+// The side job's state (quantize_kernel): this block's next side tile k counts from the end
+// (tile index full - 1 - k), J vectors per thread in flight between load() and add().
+template <class T>
+struct SideWalk {
+  static constexpr int V = vec_width<T>(), J = kPerThread / V;
+  SideMax<T> s;
+  int64_t full = 0, k = blockIdx.x;
+  bool pending = false;
+  uint4 r[J];
+  VecAbsMax<T> m;
+  __device__ __forceinline__ SideWalk(const SideMax<T>& side, bool on) : s(side) {
+    full = on && side.aligned ? side.n / kTile : 0;
+  }
+  __device__ __forceinline__ void load(int64_t off) {
+    pending = k < full;
+    if (pending) {
+      const T* base = s.x + (full - 1 - k) * kTile + off;
+#pragma unroll
+      for (int j = 0; j < J; ++j) r[j] = __ldg(reinterpret_cast<const uint4*>(base + j * 32 * V));
+    }
+  }
+  __device__ __forceinline__ void add() {
+    if (!pending) return;
+#pragma unroll
+    for (int j = 0; j < J; ++j) m.add(r[j]);
+    k += gridDim.x;
+  }
+  // The full tiles left, then the partial tile (every element when unaligned), then the block's
+  // max into s.partial[blockIdx.x]; red: kThreads / 32 words of shared memory free to reuse.
+  __device__ __forceinline__ void finish(int64_t off, unsigned* red) {
+    while (k < full) {  // add() advances k
+      load(off);
+      add();
+    }
+    uint32_t b = m.ordered_bits();
+    const int64_t stride = int64_t{gridDim.x} * kThreads;
+    for (int64_t i = full * kTile + blockIdx.x * int64_t{kThreads} + threadIdx.x; i < s.n; i += stride)
+      b = max(b, abs_bits(s.x[i]));
+    b = __reduce_max_sync(kFull, b);
+    __syncthreads();  // the last tile's reads of warp_max are done
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = b;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      for (int w = 1; w < kThreads / 32; ++w) b = max(b, red[w]);
+      s.partial[blockIdx.x] = b;
+    }
+  }
+};
+
 // B > 0: blockwise (absmax per block, written to absmax); B == 0: global (the absmax kernel's
 // `parts` partials reduced here; block 0 writes the result to *absmax). Fake: writes
 // code[q] * absmax in T to fake (codes unused); otherwise the codes. Full aligned tiles first,
 // D of them in flight per thread (the tile D ahead is loaded before this one is computed; the first loads
 // are issued before the tables are set up), then the partial tile (or, for unaligned pointers,
 // every tile) through the checked path.
+// Side job (blockwise fake only; side.x null: none): max |x| of another tensor of T into
+// side.partial[blockIdx.x] (the amax-hint format, for quantize_global), its full tiles walked
+// from the end (L2-cached loads, as absmax_kernel) one per full A tile, loaded before that
+// tile's lookups so the loads overlap them; the rest after the A tiles.
 // 3 blocks of 256 threads per SM: at most 85 registers (measured: faster than 2 or 4).
 template <class T, int B, int D, bool Fake>
 __global__ void __launch_bounds__(kThreads, 3)
     quantize_kernel(const T* __restrict__ A, int64_t n, const qi::Tables* __restrict__ gtab, qi::LutShape shape,
                     qi::Compact c, int32_t compact_offset, const unsigned* __restrict__ partial, int parts,
-                    float* __restrict__ absmax, uint8_t* __restrict__ codes, T* __restrict__ fake, bool aligned) {
+                    float* __restrict__ absmax, uint8_t* __restrict__ codes, T* __restrict__ fake, bool aligned,
+                    SideMax<T> side) {
   extern __shared__ uint32_t smem[];
   __shared__ float warp_max[2 * kThreads / 32];
   constexpr int V = vec_width<T>(), J = kPerThread / V;
@@ -371,6 +434,8 @@ __global__ void __launch_bounds__(kThreads, 3)
     __syncthreads();
   const GlobalDiv gd = B == 0 ? global_div(gabs) : GlobalDiv{};
   const Lookup L = make_lookup(smem, Fake, gtab, c, shape);
+  constexpr bool kSide = Fake && B > 0;
+  SideWalk<T> sw(side, kSide && side.x != nullptr);
   auto walk = [&](auto compact) {
     constexpr bool Cm = decltype(compact)::value;
     int it = 0;  // this block's tile count (parity for block_absmax)
@@ -379,8 +444,10 @@ __global__ void __launch_bounds__(kThreads, 3)
         float v[J][V];
         unpack_tile<T, J, V>(X, v);
         if (tile + D * G < full) load_tile<T, J, V>(X, A, (tile + D * G) * kTile + off);
+        if constexpr (kSide) sw.load(off);
         quantize_tile<T, B, Fake, Cm, true, J, V>(v, tile * kTile + off, it, n, true, L, gabs, gd, warp_max, absmax,
                                                   codes, fake);
+        if constexpr (kSide) sw.add();
         tile += G, ++it;
       }
       if constexpr (D == 2) {
@@ -388,8 +455,10 @@ __global__ void __launch_bounds__(kThreads, 3)
         float v[J][V];
         unpack_tile<T, J, V>(Y, v);
         if (tile + 2 * G < full) load_tile<T, J, V>(Y, A, (tile + 2 * G) * kTile + off);
+        if constexpr (kSide) sw.load(off);
         quantize_tile<T, B, Fake, Cm, true, J, V>(v, tile * kTile + off, it, n, true, L, gabs, gd, warp_max, absmax,
                                                   codes, fake);
+        if constexpr (kSide) sw.add();
         tile += G, ++it;
       }
     }
@@ -406,6 +475,8 @@ __global__ void __launch_bounds__(kThreads, 3)
     walk(std::true_type{});
   else
     walk(std::false_type{});
+  if constexpr (kSide)
+    if (side.x) sw.finish(off, reinterpret_cast<unsigned*>(warp_max));
 }
 
 // Max of |A| as float bits (NaN canonical, above Inf) per CUDA block into partial[blockIdx.x]
@@ -715,16 +786,23 @@ void visit_quant(DType t, F&& f) {
 // fake-quantize writes no codes); given both, the codes pass runs first, then the fake pass.
 template <class T, int B>
 void launch_quantize(const T* A, int64_t n, const QuantIndex& q, const unsigned* partial, int parts, float* absmax,
-                     uint8_t* codes, T* fake, cudaStream_t s) {
+                     uint8_t* codes, T* fake, cudaStream_t s, SideAbsmax* side = nullptr) {
   constexpr int D = sizeof(T) == 4 ? 1 : 2;
   auto launch = [&](auto fake_tag) {
     constexpr bool Fake = decltype(fake_tag)::value;
     const auto kernel = quantize_kernel<T, B, D, Fake>;
     const size_t smem = index_smem(kernel, q.compact, Fake);
     const bool aligned = aligned16(A) && (Fake ? aligned16(fake) : aligned16(codes));
-    const unsigned grid = persistent_grid(kernel, smem, (n + kTile - 1) / kTile);
+    SideMax<T> sm;
+    int64_t tiles = (n + kTile - 1) / kTile;
+    if (Fake && side && side->n > 0) {
+      sm = {static_cast<const T*>(side->x), side->n, side->partial, aligned16(side->x)};
+      tiles = std::max(tiles, (side->n + kTile - 1) / kTile);
+    }
+    const unsigned grid = persistent_grid(kernel, smem, tiles);
+    if (sm.x) side->parts = static_cast<int>(grid);
     kernel<<<grid, kThreads, smem, s>>>(A, n, static_cast<const qi::Tables*>(q.data), q.shape, q.compact,
-                                        q.compact_offset, partial, parts, absmax, codes, fake, aligned);
+                                        q.compact_offset, partial, parts, absmax, codes, fake, aligned, sm);
     OCTET_LAUNCH_CHECK("quantize_kernel");
   };
   if (codes) launch(std::false_type{});
@@ -745,7 +823,8 @@ void table16_quantize(const T* A, int64_t n, const QuantIndex& q, const unsigned
                                                                       parts, absmax, table);
     OCTET_LAUNCH_CHECK("table16_kernel");
     const auto kernel = table16_map_kernel<Fake>;
-    OCTET_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+    OCTET_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
     const bool aligned = aligned16(A) && (Fake ? aligned16(fake) : aligned16(codes));
     const unsigned grid = persistent_grid(kernel, bytes, (n + kMapThreads * 8 - 1) / (kMapThreads * 8), kMapThreads);
     kernel<<<grid, kMapThreads, bytes, s>>>(reinterpret_cast<const uint16_t*>(A), n, static_cast<const uint4*>(table),
@@ -760,7 +839,8 @@ void table16_quantize(const T* A, int64_t n, const QuantIndex& q, const unsigned
 }  // namespace
 
 void quantize_blockwise(DType t, const void* A, int64_t n, const QuantIndex& q, int64_t blocksize, float* absmax,
-                        uint8_t* codes, void* fake_out, cudaStream_t s) {
+                        uint8_t* codes, void* fake_out, cudaStream_t s, SideAbsmax* side) {
+  if (side) side->parts = 0;
   if (n == 0) return;
   visit_quant(t, [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -768,21 +848,21 @@ void quantize_blockwise(DType t, const void* A, int64_t n, const QuantIndex& q, 
     T* f = static_cast<T*>(fake_out);
     switch (blocksize) {
       case 32:
-        return launch_quantize<T, 32>(a, n, q, nullptr, 0, absmax, codes, f, s);
+        return launch_quantize<T, 32>(a, n, q, nullptr, 0, absmax, codes, f, s, side);
       case 64:
-        return launch_quantize<T, 64>(a, n, q, nullptr, 0, absmax, codes, f, s);
+        return launch_quantize<T, 64>(a, n, q, nullptr, 0, absmax, codes, f, s, side);
       case 128:
-        return launch_quantize<T, 128>(a, n, q, nullptr, 0, absmax, codes, f, s);
+        return launch_quantize<T, 128>(a, n, q, nullptr, 0, absmax, codes, f, s, side);
       case 256:
-        return launch_quantize<T, 256>(a, n, q, nullptr, 0, absmax, codes, f, s);
+        return launch_quantize<T, 256>(a, n, q, nullptr, 0, absmax, codes, f, s, side);
       case 512:
-        return launch_quantize<T, 512>(a, n, q, nullptr, 0, absmax, codes, f, s);
+        return launch_quantize<T, 512>(a, n, q, nullptr, 0, absmax, codes, f, s, side);
       case 1024:
-        return launch_quantize<T, 1024>(a, n, q, nullptr, 0, absmax, codes, f, s);
+        return launch_quantize<T, 1024>(a, n, q, nullptr, 0, absmax, codes, f, s, side);
       case 2048:
-        return launch_quantize<T, 2048>(a, n, q, nullptr, 0, absmax, codes, f, s);
+        return launch_quantize<T, 2048>(a, n, q, nullptr, 0, absmax, codes, f, s, side);
       case 4096:
-        return launch_quantize<T, 4096>(a, n, q, nullptr, 0, absmax, codes, f, s);
+        return launch_quantize<T, 4096>(a, n, q, nullptr, 0, absmax, codes, f, s, side);
       default:
         fail("quantize_blockwise", cat("blocksize ", blocksize, " reached the kernels"));
     }
@@ -860,6 +940,13 @@ void sub_offset(const float* x, int64_t n, const float* offset, float* out, cuda
   if (n == 0) return;
   sub_offset_kernel<<<grid_for(n, 256), 256, 0, s>>>(x, n, offset, out);
   OCTET_LAUNCH_CHECK("sub_offset_kernel");
+}
+
+int side_absmax_capacity() {
+  int dev = 0, sms = 0;
+  OCTET_CUDA_CHECK(cudaGetDevice(&dev));
+  OCTET_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  return sms * (2048 / kThreads);  // the most resident blocks of kThreads per SM
 }
 
 uint64_t index_mismatches(const QuantIndex& q, cudaStream_t s) {

@@ -21,10 +21,24 @@ struct QuantIndex {
   int32_t compact_offset = 0;  // a multiple of 16
 };
 
+// A side job for the blockwise fake-quantize kernel: max |x| of another tensor of the same dtype,
+// as per-CUDA-block partials in the amax-hint format (|x| bits, NaN 0x7FC00000; the hint
+// arguments of quantize_global), computed in the same launch, its loads overlapping the lookups.
+struct SideAbsmax {
+  const void* x = nullptr;
+  int64_t n = 0;
+  uint32_t* partial = nullptr;  // side_absmax_capacity() entries
+  int parts = 0;                // out: how many partials were written
+};
+// Entries a SideAbsmax::partial buffer needs on the current device (SMs x 8).
+int side_absmax_capacity();
+
 // One pass per block: codes and absmax, or (fake_out given, codes null: fake-quantize, one read
 // and one write) absmax and code[q] * absmax in A's dtype; given both, two passes. Also below.
+// side (fake-quantize only, n > 0): the side job runs in the fake-quantize launch (side->n == 0:
+// parts = 0).
 void quantize_blockwise(DType t, const void* A, int64_t n, const QuantIndex& q, int64_t blocksize, float* absmax,
-                        uint8_t* codes, void* fake_out, cudaStream_t s);
+                        uint8_t* codes, void* fake_out, cudaStream_t s, SideAbsmax* side = nullptr);
 // absmax[0] = max |A| (NaN propagates as 0x7FC00000; 0 for n == 0) and the codes for
 // x = A / absmax[0]: an absmax kernel writing per-block partials, then the quantize kernel,
 // which reduces them (the absmax stays on the device; no memset). hint (may be null): `hint_parts`

@@ -16,9 +16,9 @@
 #include <cstring>
 
 #ifdef __CUDACC__
-#define OCTET_HD __host__ __device__ __forceinline__
+#define OCTET_QI_HD __host__ __device__ __forceinline__
 #else
-#define OCTET_HD inline
+#define OCTET_QI_HD inline
 #endif
 
 namespace octet::quant_index {
@@ -47,7 +47,7 @@ struct LutShape {
 
 inline constexpr int kMaxLutEntries = 4096;  // both halves: at most 32 KiB of shared memory
 
-OCTET_HD uint32_t float_bits(float x) {
+OCTET_QI_HD uint32_t float_bits(float x) {
 #ifdef __CUDA_ARCH__
   return __float_as_uint(x);
 #else
@@ -57,7 +57,7 @@ OCTET_HD uint32_t float_bits(float x) {
 #endif
 }
 
-OCTET_HD float bits_float(uint32_t u) {
+OCTET_QI_HD float bits_float(uint32_t u) {
 #ifdef __CUDA_ARCH__
   return __uint_as_float(u);
 #else
@@ -67,7 +67,7 @@ OCTET_HD float bits_float(uint32_t u) {
 #endif
 }
 
-OCTET_HD int closed_form(const float* code, const float* mid, float x) {
+OCTET_QI_HD int closed_form(const float* code, const float* mid, float x) {
   if (!(x > code[0])) return 0;     // NaN or at/below the first entry
   int k = code[128] < x ? 128 : 0;  // k: the last entry below x
   for (int step = 64; step > 0; step >>= 1)
@@ -79,7 +79,7 @@ OCTET_HD int closed_form(const float* code, const float* mid, float x) {
   return (a & 1) ? a + 1 : a;
 }
 
-OCTET_HD int lut_index(const LutEntry* lut, const LutShape& s, const Tables& t, float x) {
+OCTET_QI_HD int lut_index(const LutEntry* lut, const LutShape& s, const Tables& t, float x) {
   const uint32_t bits = float_bits(x);
   const uint32_t u = bits & 0x7FFFFFFFu;
   if (u > 0x7F800000u) return 0;  // NaN
@@ -175,7 +175,7 @@ inline bool build_compact(const Compact& c, const LutEntry* lut, const LutShape&
   return !bad;
 }
 
-OCTET_HD float fmax_hd(float a, float b) {
+OCTET_QI_HD float fmax_hd(float a, float b) {
 #ifdef __CUDA_ARCH__
   return fmaxf(a, b);
 #else
@@ -190,7 +190,7 @@ struct CompactKey {
   uint32_t key, w;
 };
 
-OCTET_HD CompactKey compact_key(const Compact& c, float x) {
+OCTET_QI_HD CompactKey compact_key(const Compact& c, float x) {
   const float x1 = fmax_hd(x, c.floor);  // NaN, x < code[0] -> code[0] (index 0, as theirs)
 #ifdef __CUDA_ARCH__
   const float ax = fabsf(x1);
@@ -208,7 +208,7 @@ OCTET_HD CompactKey compact_key(const Compact& c, float x) {
 }
 
 // The index (low byte; higher bits are garbage) from the slot's entry e: e - 1 + (w >= e).
-OCTET_HD uint32_t compact_step(uint32_t e, uint32_t w) {
+OCTET_QI_HD uint32_t compact_step(uint32_t e, uint32_t w) {
 #ifdef __CUDA_ARCH__
   uint32_t q;  // w - e sets the carry exactly when w >= e; e + 0xFFFFFFFF + carry
   asm("{\n\t.reg .u32 d;\n\tsub.cc.u32 d, %1, %2;\n\taddc.u32 %0, %2, 0xFFFFFFFF;\n\t}"
@@ -220,7 +220,7 @@ OCTET_HD uint32_t compact_step(uint32_t e, uint32_t w) {
 #endif
 }
 
-OCTET_HD uint32_t compact_index(const uint32_t* ct, const Compact& c, float x) {
+OCTET_QI_HD uint32_t compact_index(const uint32_t* ct, const Compact& c, float x) {
   const CompactKey k = compact_key(c, x);
   return compact_step(ct[k.key - 2 * static_cast<uint32_t>(c.kbase)], k.w);
 }
@@ -228,9 +228,9 @@ OCTET_HD uint32_t compact_index(const uint32_t* ct, const Compact& c, float x) {
 // a * b and a + b rounded once, with the GPU's NaN: any NaN result is 0x7FFFFFFF on both devices
 // (x86 returns an operand's payload or 0xFFC00000), so dequantized and fake-quantized values match
 // bit for bit also where the absmax is Inf or NaN.
-OCTET_HD float canonical_nan(float y) { return y != y ? bits_float(0x7FFFFFFFu) : y; }
+OCTET_QI_HD float canonical_nan(float y) { return y != y ? bits_float(0x7FFFFFFFu) : y; }
 
-OCTET_HD float mul_nan(float a, float b) {
+OCTET_QI_HD float mul_nan(float a, float b) {
 #ifdef __CUDA_ARCH__
   return __fmul_rn(a, b);
 #else
@@ -238,7 +238,7 @@ OCTET_HD float mul_nan(float a, float b) {
 #endif
 }
 
-OCTET_HD float add_nan(float a, float b) {
+OCTET_QI_HD float add_nan(float a, float b) {
 #ifdef __CUDA_ARCH__
   return __fadd_rn(a, b);
 #else
@@ -250,7 +250,7 @@ struct Scale {
   float s, r;
 };
 
-OCTET_HD float rcp_rn(float a) {
+OCTET_QI_HD float rcp_rn(float a) {
 #ifdef __CUDA_ARCH__
   return __frcp_rn(a);
 #else
@@ -258,7 +258,7 @@ OCTET_HD float rcp_rn(float a) {
 #endif
 }
 
-OCTET_HD float mul_rn(float a, float b) {
+OCTET_QI_HD float mul_rn(float a, float b) {
 #ifdef __CUDA_ARCH__
   return __fmul_rn(a, b);
 #else
@@ -267,16 +267,16 @@ OCTET_HD float mul_rn(float a, float b) {
 }
 
 // absmax == 0 (or NaN, which a block max cannot give) -> r = 0: zeros map to the code of 0.
-OCTET_HD Scale block_scale(float absmax) {
+OCTET_QI_HD Scale block_scale(float absmax) {
   if (!(absmax > 0.0f)) return {1.0f, 0.0f};
   const float s = absmax < 0x1p-126f ? 0x1p24f : (absmax >= 0x1p126f ? 0x1p-24f : 1.0f);
   return {s, rcp_rn(mul_rn(absmax, s))};
 }
 
-OCTET_HD float block_x(float v, Scale sc) { return mul_rn(mul_rn(v, sc.s), sc.r); }
+OCTET_QI_HD float block_x(float v, Scale sc) { return mul_rn(mul_rn(v, sc.s), sc.r); }
 
 // Global path: x = v / absmax (IEEE); absmax == 0 (an all-zero tensor) -> x = v * 0.
-OCTET_HD float global_x(float v, float absmax) {
+OCTET_QI_HD float global_x(float v, float absmax) {
 #ifdef __CUDA_ARCH__
   return absmax == 0.0f ? __fmul_rn(v, 0.0f) : __fdiv_rn(v, absmax);
 #else

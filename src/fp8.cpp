@@ -15,6 +15,7 @@
 #include <cstdlib>
 
 #include "octet/autograd.hpp"
+#include "src/amax_hint.hpp"
 #include "src/check.hpp"
 #include "src/cpu/quant.hpp"
 #include "src/fp8_internal.hpp"
@@ -38,6 +39,17 @@ bool fork_enabled(const Tensor& A) {
     return !(e && e[0] == '0');
   }();
   return on && A.device().is_cuda();
+}
+
+// Whether the mixed forward folds B's absmax pass into A's fake-quantize kernel (CUDA, B without
+// an amax hint); OCTET_FP8_FUSE=0 turns it off (measurements).
+bool fuse_enabled(const Tensor& A, const Tensor& B) {
+  static const bool on = [] {
+    const char* e = std::getenv("OCTET_FP8_FUSE");
+    return !(e && e[0] == '0');
+  }();
+  int parts = 0;
+  return on && A.device().is_cuda() && detail::amax_hint(B, &parts) == nullptr;
 }
 
 // fake_quantize_blockwise(A, code, bs) (bs > 0) or fake_quantize(A, code) (bs == 0).
@@ -83,7 +95,10 @@ Tensor fp8_matmul(const Fp8Args& p, const Tensor& A, const Tensor& B, const Code
     out = Tensor::zeros(out_shape, A.dtype(), A.device());
   } else {
     const int64_t a_bs = mixed ? bsz : 0;
-    if (fork_enabled(A)) {
+    if (mixed && fuse_enabled(A, B)) {
+      // One kernel for A's pass and max |B|, then B's pass; all on this stream.
+      quant_internal::fake_quantize_pair(A.detach(), a_bs, B.detach(), fw_code, Aq, Bq);
+    } else if (fork_enabled(A)) {
       // A's pass on the side stream, B's (absmax pass, then the fused pass) on this one; the
       // GEMM waits for both. a_absmax lives until the join.
       Tensor a_absmax;

@@ -346,4 +346,30 @@ Tensor quant_internal::fake_quantize_forked(const Tensor& A, const Code& code, i
   return out;
 }
 
+void quant_internal::fake_quantize_pair(const Tensor& A, int64_t a_blocksize, const Tensor& B, const Code& code,
+                                        Tensor& Aq, Tensor& Bq) {
+  check_input("fake_quantize_blockwise", A);
+  check_blocksize("fake_quantize_blockwise", "blocksize", a_blocksize);
+  check_input("fake_quantize", B);
+  if (!A.device().is_cuda() || B.device() != A.device() || B.dtype() != A.dtype()) {
+    Aq = fake_quantize_blockwise(A, code, a_blocksize);
+    Bq = fake_quantize(B, code);
+    return;
+  }
+  detail::DeviceGuard g(A.device());
+  cudaStream_t s = detail::stream(A.device());
+  const kernels::QuantIndex q = detail::CodeAccess::device_index(code, A.device());
+  Aq = Tensor::empty(A.shape(), A.dtype(), A.device());
+  Bq = Tensor::empty(B.shape(), B.dtype(), B.device());
+  const Tensor a_absmax = Tensor::empty({blocks_of(A.numel(), a_blocksize)}, DType::f32, A.device());
+  const Tensor b_absmax = Tensor::empty({1}, DType::f32, A.device());
+  const Tensor partial = Tensor::empty({kernels::side_absmax_capacity()}, DType::i32, A.device());
+  kernels::SideAbsmax side{B.data(), B.numel(), static_cast<uint32_t*>(partial.data())};
+  kernels::quantize_blockwise(A.dtype(), A.data(), A.numel(), q, a_blocksize, static_cast<float*>(a_absmax.data()),
+                              nullptr, Aq.data(), s, &side);
+  // parts == 0 (A or B empty): B's own absmax pass
+  kernels::quantize_global(B.dtype(), B.data(), B.numel(), q, static_cast<float*>(b_absmax.data()), nullptr,
+                           Bq.data(), side.parts > 0 ? side.partial : nullptr, side.parts, s);
+}
+
 }  // namespace octet

@@ -13,6 +13,7 @@
 
 #include "kernels/quant.cuh"
 #include "src/amax_hint.hpp"
+#include "src/cpu/fp8_gemm.hpp"
 #include "src/cpu/quant.hpp"
 #include "src/runtime_internal.hpp"
 #include "tests/helpers.hpp"
@@ -1016,6 +1017,59 @@ OCTET_CUDA_TEST("global quantize of 16-bit tensors through the pattern table equ
       CHECK(test::bitwise_equal(codes_d, c.codes));
       CHECK(test::bitwise_equal(am_d, c.state.absmax));
       CHECK(test::bitwise_equal(fake_d, fake_quantize(A, Code::fp8_e4m3())));
+    }
+  }
+}
+
+// The FP8 forward's pair (quant_internal::fake_quantize_pair): A's blockwise fake-quantize with max
+// |B| as its kernel's side job, then B's global fake-quantize from those partials. Both must equal
+// the CPU's, for B smaller and larger than A (blocks with side work only), B unaligned (element by
+// element), B with Inf or NaN, and B over the 16-bit table threshold; the partials must reduce to
+// the CPU's max |B| bits.
+OCTET_CUDA_TEST("fake_quantize_pair: max |B| as the side job of A's kernel equals the CPU") {
+  const Device cuda = Device::cuda(0);
+  cudaStream_t s = detail::stream(cuda);
+  manual_seed(31);
+  const Code e4 = Code::fp8_e4m3();
+  for (DType t : kDtypes) {
+    for (int64_t na : {int64_t{1}, int64_t{4097}, int64_t{100003}}) {
+      for (int64_t nb : {int64_t{1}, int64_t{31}, int64_t{3 * 4096}, int64_t{100003}, kernels::kTable16MinNumel + 9}) {
+        for (int special = 0; special < 3; ++special) {
+          CAPTURE(dtype_name(t));
+          CAPTURE(na);
+          CAPTURE(nb);
+          CAPTURE(special);
+          const Tensor A = randn({na}).to(t);
+          std::vector<float> bv = randn({nb + 1}).to_vector<float>();
+          if (special == 1) bv[nb / 2] = kInf;
+          if (special == 2) bv[nb - 1] = kNaN;
+          const Tensor Bfull = Tensor::from_vector(bv).to(t);
+          const Tensor B = special == 0 ? view(Bfull, 1, nb) : view(Bfull, 0, nb);  // special 0: unaligned
+          const Tensor Ad = A.to(cuda), Bd = Bfull.to(cuda);
+          const Tensor Bdv = special == 0 ? view(Bd, 1, nb) : view(Bd, 0, nb);
+          for (int64_t bs : {64, 4096}) {
+            CAPTURE(bs);
+            Tensor Aq, Bq;
+            quant_internal::fake_quantize_pair(Ad, bs, Bdv, e4, Aq, Bq);
+            CHECK(test::bitwise_equal(Aq, fake_quantize_blockwise(A, e4, bs)));
+            CHECK(test::bitwise_equal(Bq, fake_quantize(B, e4)));
+          }
+          // Kernel level: the partials reduce to the CPU's max |B| (amax_bits of the absmax).
+          const kernels::QuantIndex qd = quant_internal::device_index(e4, cuda);
+          Tensor partial = test::poisoned({kernels::side_absmax_capacity()}, DType::i32, cuda);
+          Tensor fake_d = test::poisoned({na}, t, cuda), am_d = test::poisoned({(na + 63) / 64}, DType::f32, cuda);
+          kernels::SideAbsmax side{Bdv.data(), nb, static_cast<uint32_t*>(partial.data())};
+          kernels::quantize_blockwise(t, Ad.data(), na, qd, 64, am_d.data_ptr<float>(), nullptr, fake_d.data(), s,
+                                      &side);
+          REQUIRE(side.parts > 0);
+          REQUIRE(side.parts <= kernels::side_absmax_capacity());
+          const auto parts = view(partial, 0, side.parts).to_vector<int32_t>();
+          uint32_t m = 0;
+          for (int32_t p : parts) m = std::max(m, static_cast<uint32_t>(p));
+          const float cpu_max = quantize(B, e4).state.absmax.to_vector<float>()[0];
+          CHECK(m == amax_bits(bits(cpu_max)));
+        }
+      }
     }
   }
 }

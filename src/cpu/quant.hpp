@@ -63,5 +63,10 @@ uint64_t index_mismatches_on(const Code& code, Device device);
 // device's side stream (CUDA; on the CPU a plain call): the caller keeps `absmax` (written by
 // the kernels) alive and calls detail::join_side_stream before using or dropping the result.
 Tensor fake_quantize_forked(const Tensor& A, const Code& code, int64_t blocksize, Tensor& absmax);
+// Aq = fake_quantize_blockwise(A, code, a_blocksize) and Bq = fake_quantize(B, code) (same bits).
+// CUDA, A and B of one dtype and device: max |B| is the side job of A's kernel (kernels::SideAbsmax),
+// so B needs one more pass, not two. Otherwise the two plain calls.
+void fake_quantize_pair(const Tensor& A, int64_t a_blocksize, const Tensor& B, const Code& code, Tensor& Aq,
+                        Tensor& Bq);
 }  // namespace quant_internal
 }  // namespace octet
