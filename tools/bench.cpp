@@ -26,7 +26,7 @@ void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw Error(cat("bench: ", what, ": ", cudaGetErrorString(e)));
 }
 
-void measure_ceilings(Context& ctx) {
+void measure_copy_ceiling(Context& ctx) {
   const size_t bytes = size_t(1) << 30;
   Tensor a = Tensor::empty({int64_t(bytes)}, DType::u8, ctx.device);
   Tensor b = Tensor::empty({int64_t(bytes)}, DType::u8, ctx.device);
@@ -35,6 +35,9 @@ void measure_ceilings(Context& ctx) {
   const double ms = ctx.time_ms([&](int) { check(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, s), "copy"); }, &mn);
   ctx.ceilings.copy_gbps = 2.0 * bytes / (ms * 1e-3) / 1e9;
   ctx.add_bandwidth("ceiling", "device copy", "1 GiB D2D", 2.0 * bytes, ms, mn);
+}
+
+void measure_gemm_ceilings(Context& ctx) {
   const int64_t n = 8192;
   for (DType t : {DType::f32, DType::f16, DType::bf16}) {
     Tensor x = randn({n, n}, t, ctx.device), y = randn({n, n}, t, ctx.device);
@@ -76,6 +79,12 @@ std::vector<float> timed_runs(cudaStream_t s, int warmup, int count, float per, 
 }
 
 }  // namespace
+
+double Context::gemm_tflops(DType t) {
+  if (ceilings.gemm_f16_tflops == 0) measure_gemm_ceilings(*this);
+  if (t == DType::f32) return ceilings.gemm_f32_tflops;
+  return t == DType::f16 ? ceilings.gemm_f16_tflops : ceilings.gemm_bf16_tflops;
+}
 
 double Context::time_ms(const std::function<void(int)>& fn, double* min_ms) {
   const std::vector<float> times = timed_runs(current_stream(device.index), warmup, runs, 1.0f, fn);
@@ -149,11 +158,12 @@ int run_bench(const Args& args) {
     cudaDeviceProp prop{};
     if (cudaGetDeviceProperties(&prop, ctx.device.index) == cudaSuccess) ctx.l2_bytes = static_cast<size_t>(prop.l2CacheSize);
   }
-  bench::measure_ceilings(ctx);
+  bench::measure_copy_ceiling(ctx);
   for (auto& [family, fn] : bench::registry()) {
     if (!families.empty() && std::find(families.begin(), families.end(), family) == families.end()) continue;
     fn(ctx);
   }
+  (void)ctx.gemm_tflops(DType::f16);  // the GEMM ceilings are always reported
   cudaDeviceProp p{};
   cudaGetDeviceProperties(&p, ctx.device.index);
   std::printf("%-9s %-34s %-36s %10s %12s %8s  %s\n", "family", "op", "params", "median ms", "value", "% ceil", "target / note");

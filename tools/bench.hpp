@@ -1,6 +1,8 @@
 // octet bench: a registry of per-family benchmark functions, CUDA-event timing (warm-up, then
 // the median of many runs) and the device ceilings measured in the same run (device-to-device
-// copy bandwidth counting read + write, cuBLAS f32/f16/bf16 GEMM rates).
+// copy bandwidth counting read + write, first; cuBLAS f32/f16/bf16 GEMM rates when a family first
+// asks for them, or at the end: a second of full-power GEMMs leaves the GPU power-capped for the
+// rows right after it, which would read low).
 // A family adds one file tools/bench_<family>.cpp with OCTET_BENCH("<family>", function).
 #pragma once
 #include <functional>
@@ -57,6 +59,8 @@ class Context {
   // Adds a compute record: floating-point operations per run, against the given ceiling.
   Record& add_rate(std::string family, std::string name, std::string params, double flops, double median_ms,
                    double min_ms, double ceiling_tflops, std::string target = "", std::string note = "");
+  // The cuBLAS GEMM ceiling of t (f32, f16 or bf16) in TFLOP/s; the first call measures all three.
+  double gemm_tflops(DType t);
   // Adds a plain time or ratio.
   Record& add_value(std::string family, std::string name, std::string params, double value, std::string unit,
                     double median_ms, std::string target = "", std::string note = "");
