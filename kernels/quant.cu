@@ -10,7 +10,8 @@
 // a compact table each CUDA block builds from the Code's LUT); tables that do not fit it use
 // lut_index() on the LUT in global memory; partial or unaligned tiles take a checked path.
 // Global quantization of large f16/bf16 tensors maps each element's 16 bits through a table of
-// all 65536 patterns built on the device (table16_kernel / table16_map_kernel).
+// all 65536 patterns built on the device (table16_kernel / table16_map_kernel). The blockwise
+// fake-quantize kernel can also reduce max |x| of a second tensor (SideAbsmax: the FP8 forward's B).
 // Float arithmetic uses explicit _rn intrinsics: no contraction, no flush-to-zero.
 #include <algorithm>
 #include <mutex>
