@@ -132,10 +132,10 @@ __device__ __forceinline__ void block_absmax(float (&m)[J], float* warp_max, int
 #pragma unroll
       for (int k = 1; k < G; ++k) r[g] = fmaxf(r[g], m[g * G + k]);
     }
+    // The values are >= 0 and not NaN, so their bits order like them: one integer max over
+    // the warp (REDUX) instead of five shuffles and maxima.
 #pragma unroll
-    for (int off = 1; off < 32; off <<= 1)
-#pragma unroll
-      for (int g = 0; g < NG; ++g) r[g] = fmaxf(r[g], __shfl_xor_sync(kFull, r[g], off));
+    for (int g = 0; g < NG; ++g) r[g] = __uint_as_float(__reduce_max_sync(kFull, __float_as_uint(r[g])));
     if constexpr (kRows > J) {
       constexpr int kWarps = kRows / J;  // consecutive warps per block
       const int warp = threadIdx.x >> 5;
@@ -144,9 +144,10 @@ __device__ __forceinline__ void block_absmax(float (&m)[J], float* warp_max, int
       warp_max += (parity & 1) * (kThreads / 32);
       if ((threadIdx.x & 31) == 0) warp_max[warp] = r[0];
       __syncthreads();
-      r[0] = 0.0f;
+      uint32_t u = 0;
 #pragma unroll
-      for (int k = 0; k < kWarps; ++k) r[0] = fmaxf(r[0], warp_max[warp / kWarps * kWarps + k]);
+      for (int k = 0; k < kWarps; ++k) u = max(u, __float_as_uint(warp_max[warp / kWarps * kWarps + k]));
+      r[0] = __uint_as_float(u);
     }
 #pragma unroll
     for (int j = 0; j < J; ++j) m[j] = r[j / G];
@@ -204,24 +205,61 @@ __device__ __forceinline__ CodeVec<V> pack_codes(const uint32_t (&q)[V]) {
 // What the per-element lookup needs: the compact table (C) or, failing that, the global LUT.
 struct Lookup {
   const float* code;  // shared memory: code[q << 5] is code value q (this lane's replica)
-  const uint32_t* ctb;  // shared memory: the compact table - 2 * kbase (indexed by the key)
+  uint32_t ct;        // shared-window address of the compact table - 8 * kbase (byte address of key 0)
   qi::Compact c;
   const qi::Tables* gtab;
   qi::LutShape shape;
+  // Multipliers of compact_lookup, runtime values so that ptxas keeps the products as IMADs:
+  // a known power of two would become a shift or LEA on the ALU pipe.
+  uint32_t key_mul, eight, minus4, one;
 };
 
 __device__ __forceinline__ Lookup make_lookup(uint32_t* smem, bool fake, const qi::Tables* gtab, const qi::Compact& c,
                                               const qi::LutShape& shape) {
+  const uint32_t ct = static_cast<uint32_t>(__cvta_generic_to_shared(smem + (fake ? kRepFloats : 0)));
+  const uint32_t one = c.entries > 0 ? 1u : 2u;  // 1 wherever compact_lookup runs
   return {reinterpret_cast<const float*>(smem) + (threadIdx.x & 31),
-          smem + (fake ? kRepFloats : 0) - 2 * static_cast<uint32_t>(c.kbase), c, gtab, shape};
+          ct - 8u * static_cast<uint32_t>(c.kbase),
+          c,
+          gtab,
+          shape,
+          (c.sh > 0 && c.sh < 32) ? 1u << (32 - c.sh) : 0u,
+          8 * one,
+          0u - 4 * one,
+          one};
+}
+
+// qi::compact_index with its integer work split between the ALU and FMA pipes (each takes a warp
+// every other cycle; the quantize loops are instruction-bound and were mostly ALU work: FMNMX,
+// shifts, LOP3, IADD3). The key (mul.hi.u32 by 2^(32 - sh) is mb >> sh) and the address (key * 8 +
+// ct - 4 * sign mask: slot 2 * key + sign) are IMADs, and compact_step's add of the carry is an
+// IMAD.X (madc: e * 1 + 0xFFFFFFFF + carry); the sign mask stays a shift, as moving it too loaded
+// the FMA pipe more than it freed the ALU (measured). 11 -> 10 instructions, 9 -> 5 of them on the
+// ALU pipe; f16 blockwise quantize 18 % faster (docs/quant.md, session 5).
+// The load is volatile so that it stays after the barrier that publishes the table.
+__device__ __forceinline__ uint32_t compact_lookup(const Lookup& L, float x) {
+  const float x1 = fmaxf(x, L.c.floor);  // NaN, x < code[0] -> code[0]
+  const float m = fmaxf(fabsf(x1), L.c.lo);
+  const uint32_t mb = __float_as_uint(m), sb = __float_as_uint(x1);
+  const uint32_t smask = static_cast<uint32_t>(static_cast<int32_t>(sb) >> 31);  // 0 or all ones
+  uint32_t kh, a, e;
+  asm("mul.hi.u32 %0, %1, %2;" : "=r"(kh) : "r"(mb), "r"(L.key_mul));
+  asm("mad.lo.u32 %0, %1, %2, %3;" : "=r"(a) : "r"(kh), "r"(L.eight), "r"(L.ct));
+  asm("mad.lo.u32 %0, %1, %2, %3;" : "=r"(a) : "r"(smask), "r"(L.minus4), "r"(a));
+  asm volatile("ld.shared.u32 %0, [%1];" : "=r"(e) : "r"(a));
+  const uint32_t w = ((mb << 8) ^ smask) & L.c.mask8;
+  uint32_t q;
+  asm("{\n\t.reg .u32 d;\n\tsub.cc.u32 d, %1, %2;\n\tmadc.lo.u32 %0, %2, %3, 0xFFFFFFFF;\n\t}"
+      : "=r"(q)
+      : "r"(w), "r"(e), "r"(L.one));
+  return q;  // qi::compact_step(e, w)
 }
 
 template <bool C>
 __device__ __forceinline__ uint32_t lookup(const Lookup& L, float x) {
-  if constexpr (C) {
-    const qi::CompactKey k = qi::compact_key(L.c, x);
-    return qi::compact_step(L.ctb[k.key], k.w);
-  } else
+  if constexpr (C)
+    return compact_lookup(L, x);
+  else
     return static_cast<uint32_t>(
         qi::lut_index(reinterpret_cast<const qi::LutEntry*>(L.gtab + 1), L.shape, *L.gtab, x));
 }
@@ -239,21 +277,55 @@ __device__ __forceinline__ GlobalDiv global_div(float gabs) {
   return d;
 }
 
+// max |x| of 8 halves (f16 or bf16) as a float, on the raw bits: packed maxima with |.| (VHMNMX
+// takes three operands), a quarter of the FMNMX a float per element costs. NaN is ignored, as by
+// fmaxf (the chain starts at 0, so a row of NaNs gives 0).
+template <class T>
+__device__ __forceinline__ float row_absmax16(const uint4& r) {
+  using T2 = std::conditional_t<std::is_same_v<T, __half>, __half2, __nv_bfloat162>;
+  const uint32_t w[4] = {r.x, r.y, r.z, r.w};
+  T2 m;
+  memset(&m, 0, sizeof m);
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    T2 h;
+    memcpy(&h, &w[k], sizeof h);
+    m = __hmax2(m, __habs2(h));
+  }
+  T half[2];
+  memcpy(half, &m, sizeof half);
+  return fmaxf(load_f32(half[0]), load_f32(half[1]));
+}
+
+// Blockwise 16-bit full tiles: each row's max |x| from the raw vectors (quantize_tile's rm).
+template <class T, int B, int J>
+__device__ __forceinline__ void row_maxima(const uint4 (&r)[J], float (&rm)[J]) {
+  if constexpr (B > 0 && sizeof(T) == 2) {
+#pragma unroll
+    for (int j = 0; j < J; ++j) rm[j] = row_absmax16<T>(r[j]);
+  }
+}
+
 // One tile (thread's share: v[J][V] at base + j*32*V). Full: the whole tile is in range and
 // every pointer 16-byte aligned (no checks). B > 0: blockwise; B == 0: global (gabs).
-// Fake: writes code[q] * absmax in T to fake; otherwise the codes.
+// Fake: writes code[q] * absmax in T to fake; otherwise the codes. rm: with Full, B > 0 and a 16-bit
+// T, each row's max |x| (row_maxima); unused otherwise.
 template <class T, int B, bool Fake, bool C, bool Full, int J, int V>
-__device__ __forceinline__ void quantize_tile(float (&v)[J][V], int64_t base, int it, int64_t n, bool aligned,
-                                              const Lookup& L, float gabs, const GlobalDiv& gd, float* warp_max,
-                                              float* __restrict__ absmax, uint8_t* __restrict__ codes,
-                                              T* __restrict__ fake) {
+__device__ __forceinline__ void quantize_tile(const float* rm, float (&v)[J][V], int64_t base, int it, int64_t n,
+                                              bool aligned, const Lookup& L, float gabs, const GlobalDiv& gd,
+                                              float* warp_max, float* __restrict__ absmax,
+                                              uint8_t* __restrict__ codes, T* __restrict__ fake) {
   float m[J];
   if constexpr (B > 0) {
 #pragma unroll
     for (int j = 0; j < J; ++j) {
-      m[j] = 0.0f;  // fmaxf ignores NaN
+      if constexpr (Full && sizeof(T) == 2) {
+        m[j] = rm[j];
+      } else {
+        m[j] = 0.0f;  // fmaxf ignores NaN
 #pragma unroll
-      for (int q = 0; q < V; ++q) m[j] = fmaxf(m[j], fabsf(v[j][q]));
+        for (int q = 0; q < V; ++q) m[j] = fmaxf(m[j], fabsf(v[j][q]));
+      }
     }
     block_absmax<B, V, J>(m, warp_max, it);
     constexpr int kRows = B / V / 32 > 1 ? (B / V / 32 < J ? B / V / 32 : J) : 1;  // rows sharing a block
@@ -444,9 +516,11 @@ __global__ void __launch_bounds__(kThreads, 3)
       {
         float v[J][V];
         unpack_tile<T, J, V>(X, v);
+        float rm[J];
+        row_maxima<T, B, J>(X, rm);
         if (tile + D * G < full) load_tile<T, J, V>(X, A, (tile + D * G) * kTile + off);
         if constexpr (kSide) sw.load(off);
-        quantize_tile<T, B, Fake, Cm, true, J, V>(v, tile * kTile + off, it, n, true, L, gabs, gd, warp_max, absmax,
+        quantize_tile<T, B, Fake, Cm, true, J, V>(rm, v, tile * kTile + off, it, n, true, L, gabs, gd, warp_max, absmax,
                                                   codes, fake);
         if constexpr (kSide) sw.add();
         tile += G, ++it;
@@ -455,9 +529,11 @@ __global__ void __launch_bounds__(kThreads, 3)
         if (tile >= full) break;
         float v[J][V];
         unpack_tile<T, J, V>(Y, v);
+        float rm[J];
+        row_maxima<T, B, J>(Y, rm);
         if (tile + 2 * G < full) load_tile<T, J, V>(Y, A, (tile + 2 * G) * kTile + off);
         if constexpr (kSide) sw.load(off);
-        quantize_tile<T, B, Fake, Cm, true, J, V>(v, tile * kTile + off, it, n, true, L, gabs, gd, warp_max, absmax,
+        quantize_tile<T, B, Fake, Cm, true, J, V>(rm, v, tile * kTile + off, it, n, true, L, gabs, gd, warp_max, absmax,
                                                   codes, fake);
         if constexpr (kSide) sw.add();
         tile += G, ++it;
@@ -468,7 +544,7 @@ __global__ void __launch_bounds__(kThreads, 3)
       float v[J][V];
 #pragma unroll
       for (int j = 0; j < J; ++j) load_vec<T, V>(A, base + j * 32 * V, n, aligned, v[j]);
-      quantize_tile<T, B, Fake, Cm, false, J, V>(v, base, it, n, aligned, L, gabs, gd, warp_max, absmax, codes,
+      quantize_tile<T, B, Fake, Cm, false, J, V>(nullptr, v, base, it, n, aligned, L, gabs, gd, warp_max, absmax, codes,
                                                  fake);
     }
   };

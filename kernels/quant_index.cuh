@@ -142,7 +142,7 @@ inline Compact compact_shape(const LutShape& s, float code0) {
   c.mask8 = ((1u << c.sh) - 1) << 8;
   c.kbase = static_cast<int32_t>(lc >> c.sh);
   const int64_t entries = 2 * (int64_t{hi >> c.sh} - c.kbase + 1);
-  c.entries = entries <= kMaxCompact ? static_cast<int32_t>(entries) : 0;
+  c.entries = entries <= kMaxCompact && c.sh >= 1 ? static_cast<int32_t>(entries) : 0;  // kernels: 1 <= sh <= 23
   return c;
 }
 
