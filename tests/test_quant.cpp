@@ -699,6 +699,43 @@ OCTET_TEST_BOTH("absmax subnormal or >= 2^126", extreme_absmax)
 OCTET_TEST_BOTH("empty tensors and single elements", empty_and_shapes)
 OCTET_TEST_BOTH("edge inputs: zeros, NaN, Inf, subnormals, 1e30, midpoints", edge_inputs)
 
+// The kernels' fast path takes whole aligned 4096-element tiles (there 16-bit rows take max |x|
+// from their raw bits and the warps reduce by an integer max), which the cases above, shorter than a
+// tile, never reach. So: the edge values inside full tiles, an all-NaN tile, rows of 8 NaNs among
+// finite values, a block with Inf, 16-bit subnormals; codes, absmax and fake-quantized values of
+// CUDA equal the CPU's for every dtype and blocksize.
+OCTET_CUDA_TEST("edge inputs in full tiles: CUDA equals the CPU") {
+  std::vector<float> all = edge_values();  // tile 0: the edge values, then varied magnitudes
+  uint32_t state = 12345;
+  auto next = [&] {  // deterministic values in (-1, 1)
+    state = state * 1664525u + 1013904223u;
+    return static_cast<float>(static_cast<int32_t>(state)) * 0x1p-31f;
+  };
+  while (all.size() < 4096) all.push_back(next() * std::ldexp(1.0f, static_cast<int>(all.size() % 41) - 20));
+  all.resize(8192, kNaN);  // tile 1: NaN only
+  for (int i = 0; i < 4096; ++i) {  // tile 2: rows of 8 NaNs, an Inf, subnormals of f16/bf16/f32
+    float x = next();
+    if ((i / 8) % 5 == 0) x = kNaN;
+    if (i == 1500) x = kInf;
+    if (i >= 2048 && i < 3072) x *= (i & 1) ? 0x1p-20f : 0x1p-130f;
+    all.push_back(x);
+  }
+  for (int i = 0; i < 100; ++i) all.push_back(all[static_cast<size_t>(i) * 7]);  // a partial tile
+  for (DType t : kDtypes) {
+    CAPTURE(dtype_name(t));
+    const Tensor A = host_tensor(all, t);
+    for (int64_t bs : {64, 256, 1024, 4096}) {
+      CAPTURE(bs);
+      const Quantized q = quantize_blockwise(A.to(Device::cuda(0)), Code(), bs);
+      const Quantized ref = quantize_blockwise(A, Code(), bs);
+      CHECK(test::bitwise_equal(q.codes, ref.codes));
+      CHECK(test::bitwise_equal(q.state.absmax, ref.state.absmax));
+      CHECK(test::bitwise_equal(fake_quantize_blockwise(A.to(Device::cuda(0)), Code(), bs),
+                                fake_quantize_blockwise(A, Code(), bs)));
+    }
+  }
+}
+
 // ================================ bad arguments ================================
 
 TEST_CASE("bad arguments: blocksize, dtype, undefined, requires_grad") {
