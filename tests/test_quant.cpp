@@ -303,7 +303,7 @@ TEST_CASE("kernel index LUT == closed form on all floats (every change point of 
     const qi::Tables tab = cpu::index_tables(t.code.values().data());
     const cpu::IndexLut& lut = quant_internal::index_lut(t.code);
     const qi::LutShape& s = lut.shape;
-    MESSAGE(t.name << ": LUT of " << lut.entries.size() << " entries, mantissa bits " << 23 - s.shift[0]
+    MESSAGE(std::string(t.name) << ": LUT of " << lut.entries.size() << " entries, mantissa bits " << 23 - s.shift[0]
                    << " (x >= 0) and " << 23 - s.shift[1] << " (x < 0), " << lut.slow_buckets << " slow buckets");
     CHECK(lut.slow_buckets == 0);
     CHECK(lut.entries.size() <= static_cast<size_t>(qi::kMaxLutEntries));
@@ -326,7 +326,7 @@ TEST_CASE("kernel index LUT == closed form on all floats (every change point of 
     // The kernels' compact table (built on the host, evaluated by the same function as on the
     // device): it changes only at slot starts, at the LUT's thresholds and at the window's ends.
     const qi::Compact& c = lut.compact;
-    MESSAGE(t.name << ": compact table of " << c.entries << " slots, shift " << c.sh);
+    MESSAGE(std::string(t.name) << ": compact table of " << c.entries << " slots, shift " << c.sh);
     REQUIRE(c.entries > 0);
     CHECK(lut.compact_entries.size() >= static_cast<size_t>(c.entries));
     for (int32_t k = 0; k < c.entries / 2; ++k) {
@@ -350,7 +350,7 @@ TEST_CASE("kernel index LUT == closed form on all floats (every change point of 
       bad_compact += (qi::compact_index(lut.compact_entries.data(), c, x) & 0xFFu) !=
                      static_cast<uint32_t>(qi::closed_form(tab.code, tab.mid, x));
     }
-    MESSAGE(t.name << ": " << in_domain << " points in the compact table's domain");
+    MESSAGE(std::string(t.name) << ": " << in_domain << " points in the compact table's domain");
     CHECK(bad_compact == 0);
   }
 }
