@@ -1,18 +1,20 @@
 // CUDA kernels of the quant family: blockwise and global quantize (optionally fused with the
 // dequantize: fake-quantize), the global absmax reduction, dequantize, nested-absmax helpers.
-// Layout: persistent blocks of 256 threads walk tiles of 4096 elements; in a tile each warp
-// owns 512 consecutive elements as rows of 16-byte vectors (lane l of row j holds elements
-// j*32*V + l*V .. +V), so every load and store of a warp is contiguous. A quantization block
-// (32..4096 elements) never straddles a tile. The code values and the compact index table live
-// in shared memory, set up once per CUDA block.
+// Layout: persistent groups of 256 threads (one to four per CUDA block) walk tiles of 4096
+// elements; in a tile each warp owns 512 consecutive elements as rows of 16-byte vectors (lane l
+// of row j holds elements j*32*V + l*V .. +V), so every load and store of a warp is contiguous. A
+// quantization block (32..4096 elements) never straddles a tile. The code values and the compact
+// index table live in shared memory, set up once per CUDA block.
 // Throughput (docs/quant.md "Kernels"): full aligned tiles take a branch-free path (the next
 // tile's 16-byte loads are issued before this tile is computed; one 4-byte lookup per element in
-// a compact table each CUDA block builds from the Code's LUT); tables that do not fit it use
-// lut_index() on the LUT in global memory; partial or unaligned tiles take a checked path.
+// the Code's compact table, quant_index.cuh, without the clamp of x where a tile holds no NaN or
+// Inf); tables that do not fit it use lut_index() on the LUT in global memory; partial or
+// unaligned tiles take a checked path.
 // Global quantization of large f16/bf16 tensors maps each element's 16 bits through a table of
 // all 65536 patterns built on the device (table16_kernel / table16_map_kernel). The blockwise
 // fake-quantize kernel can also reduce max |x| of a second tensor (SideAbsmax: the FP8 forward's B).
-// Float arithmetic uses explicit _rn intrinsics: no contraction, no flush-to-zero.
+// Float arithmetic uses explicit _rn intrinsics (the compact table's key rounds down on purpose:
+// qi::scale_down): no contraction, no flush-to-zero.
 #include <algorithm>
 #include <mutex>
 #include <vector>
@@ -24,11 +26,31 @@ namespace octet::kernels {
 namespace {
 namespace qi = quant_index;
 
-constexpr int kThreads = 256;
+constexpr int kThreads = 256;  // a group: the threads that share a tile
 constexpr int kPerThread = 16;
 constexpr int kWarpTile = 32 * kPerThread;    // 512
 constexpr int kTile = kThreads * kPerThread;  // 4096, the largest blocksize
 constexpr unsigned kFull = 0xffffffffu;
+
+// A group of the quantize kernel: kThreads threads that walk their own tiles, synchronize on their
+// own named barrier (1 + id; 0 is __syncthreads) and own warp_max (2 * kThreads / 32 floats). A
+// CUDA block holds NG groups (make_group).
+struct Group {
+  int id, tid;           // group in the block, thread in the group
+  int64_t index, count;  // group in the grid, groups in the grid
+  float* warp_max;
+  __device__ __forceinline__ void sync() const {
+    asm volatile("bar.sync %0, %1;" ::"r"(1 + id), "n"(kThreads) : "memory");
+  }
+};
+
+template <int NG>
+__device__ __forceinline__ Group make_group(float (*warp_max)[2 * kThreads / 32]) {
+  // (A shuffle from lane 0 lets the compiler see the id is the same in the whole warp.)
+  const int id = NG == 1 ? 0 : __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x) / kThreads, 0);
+  return {id, static_cast<int>(threadIdx.x) - id * kThreads, int64_t{blockIdx.x} * NG + id, int64_t{gridDim.x} * NG,
+          warp_max[id]};
+}
 
 template <class T>
 constexpr int vec_width() {
@@ -113,7 +135,7 @@ __device__ __forceinline__ CodeVec<V> load_codes(const uint8_t* __restrict__ p, 
 // block that holds row j's vector: registers across rows, shuffles inside a row, shared memory
 // across warps.
 template <int B, int V, int J>
-__device__ __forceinline__ void block_absmax(float (&m)[J], float* warp_max, int parity) {
+__device__ __forceinline__ void block_absmax(float (&m)[J], const Group& grp, int parity) {
   constexpr int kLanes = B / V;  // lanes a block covers in one row
   if constexpr (kLanes <= 32) {
 #pragma unroll
@@ -138,12 +160,12 @@ __device__ __forceinline__ void block_absmax(float (&m)[J], float* warp_max, int
     for (int g = 0; g < NG; ++g) r[g] = __uint_as_float(__reduce_max_sync(kFull, __float_as_uint(r[g])));
     if constexpr (kRows > J) {
       constexpr int kWarps = kRows / J;  // consecutive warps per block
-      const int warp = threadIdx.x >> 5;
+      const int warp = grp.tid >> 5;
       // Two buffers, alternating by tile: the reads of a buffer two tiles ago are ordered
-      // before this write by the last tile's barrier.
-      warp_max += (parity & 1) * (kThreads / 32);
+      // before this write by the last tile's barrier (the group's).
+      float* warp_max = grp.warp_max + (parity & 1) * (kThreads / 32);
       if ((threadIdx.x & 31) == 0) warp_max[warp] = r[0];
-      __syncthreads();
+      grp.sync();
       uint32_t u = 0;
 #pragma unroll
       for (int k = 0; k < kWarps; ++k) u = max(u, __float_as_uint(warp_max[warp / kWarps * kWarps + k]));
@@ -164,15 +186,16 @@ __host__ __device__ constexpr size_t rep_bytes(bool fake) { return fake ? sizeof
 
 __device__ __forceinline__ void load_index(uint32_t* smem, bool fake, const qi::Tables* __restrict__ gtab,
                                            const qi::Compact& c, int32_t compact_offset) {
-  if (fake) {  // thread t writes row t; the 16-byte column is rotated by t (4 wavefronts per store)
-    const float v = __ldg(gtab->code + threadIdx.x);  // kThreads == 256
-    float4* row = reinterpret_cast<float4*>(smem) + threadIdx.x * 8;
+  const int t = static_cast<int>(threadIdx.x);
+  if (fake && t < 256) {  // thread t writes row t; the 16-byte column is rotated by t (4 wavefronts per store)
+    const float v = __ldg(gtab->code + t);
+    float4* row = reinterpret_cast<float4*>(smem) + t * 8;
 #pragma unroll
-    for (int k = 0; k < 8; ++k) row[(k + threadIdx.x) & 7] = make_float4(v, v, v, v);
+    for (int k = 0; k < 8; ++k) row[(k + t) & 7] = make_float4(v, v, v, v);
   }
   uint4* ct = reinterpret_cast<uint4*>(smem + (fake ? kRepFloats : 0));
   const uint4* src = reinterpret_cast<const uint4*>(reinterpret_cast<const uint8_t*>(gtab) + compact_offset);
-  for (int i = threadIdx.x; i < (c.entries + 3) / 4; i += kThreads) ct[i] = __ldg(src + i);
+  for (int i = t; i < (c.entries + 3) / 4; i += static_cast<int>(blockDim.x)) ct[i] = __ldg(src + i);
 }
 
 template <class T, int V>
@@ -205,13 +228,14 @@ __device__ __forceinline__ CodeVec<V> pack_codes(const uint32_t (&q)[V]) {
 // What the per-element lookup needs: the compact table (C) or, failing that, the global LUT.
 struct Lookup {
   const float* code;  // shared memory: code[q << 5] is code value q (this lane's replica)
-  uint32_t ct;        // shared-window address of the compact table - 8 * kbase (byte address of key 0)
+  uint32_t ct;        // shared-window address of the compact table - 4 * kmin (byte address of key 0)
   qi::Compact c;
   const qi::Tables* gtab;
   qi::LutShape shape;
   // Multipliers of compact_lookup, runtime values so that ptxas keeps the products as IMADs:
   // a known power of two would become a shift or LEA on the ALU pipe.
-  uint32_t key_mul, eight, minus4, one;
+  int32_t key_mul;
+  uint32_t four, k256, one;
 };
 
 __device__ __forceinline__ Lookup make_lookup(uint32_t* smem, bool fake, const qi::Tables* gtab, const qi::Compact& c,
@@ -219,46 +243,44 @@ __device__ __forceinline__ Lookup make_lookup(uint32_t* smem, bool fake, const q
   const uint32_t ct = static_cast<uint32_t>(__cvta_generic_to_shared(smem + (fake ? kRepFloats : 0)));
   const uint32_t one = c.entries > 0 ? 1u : 2u;  // 1 wherever compact_lookup runs
   return {reinterpret_cast<const float*>(smem) + (threadIdx.x & 31),
-          ct - 8u * static_cast<uint32_t>(c.kbase),
+          ct - 4u * static_cast<uint32_t>(c.kmin),
           c,
           gtab,
           shape,
-          (c.sh > 0 && c.sh < 32) ? 1u << (32 - c.sh) : 0u,
-          8 * one,
-          0u - 4 * one,
+          (c.sh >= 2 && c.sh <= 23) ? 1 << (32 - c.sh) : 0,
+          4 * one,
+          256 * one,
           one};
 }
 
 // qi::compact_index with its integer work split between the ALU and FMA pipes (each takes a warp
-// every other cycle; the quantize loops are instruction-bound and were mostly ALU work: FMNMX,
-// shifts, LOP3, IADD3). The key (mul.hi.u32 by 2^(32 - sh) is mb >> sh) and the address (key * 8 +
-// ct - 4 * sign mask: slot 2 * key + sign) are IMADs, and compact_step's add of the carry is an
-// IMAD.X (madc: e * 1 + 0xFFFFFFFF + carry); the sign mask stays a shift, as moving it too loaded
-// the FMA pipe more than it freed the ALU (measured). 11 -> 10 instructions, 9 -> 5 of them on the
-// ALU pipe; f16 blockwise quantize 18 % faster (docs/quant.md, session 5).
-// The load is volatile so that it stays after the barrier that publishes the table.
+// every other cycle; the quantize loops are bound by instruction issue). Clamp: x = max(x,
+// code[0]) first (FMNMX); without it x must lie in [-(1 + 2^-23), 1 + 2^-23] (tiles free of NaN
+// and Inf, c.noclamp). Then x * 2^-k rounded down (FFMA.RM), the ordered bits (SHF, LOP3),
+// the key (mul.hi.s32 by 2^(32 - sh) is o >> sh) and address (IMAD), w = o * 256 (IMAD), and
+// compact_step as a subtract that sets the carry and an IMAD.X that adds it (madc: e * 1 +
+// 0xFFFFFFFF + carry): 9 instructions with the load, 3 of them on the ALU pipe. The load is
+// volatile so that it stays after the barrier that publishes the table.
+template <bool Clamp>
 __device__ __forceinline__ uint32_t compact_lookup(const Lookup& L, float x) {
-  const float x1 = fmaxf(x, L.c.floor);  // NaN, x < code[0] -> code[0]
-  const float m = fmaxf(fabsf(x1), L.c.lo);
-  const uint32_t mb = __float_as_uint(m), sb = __float_as_uint(x1);
-  const uint32_t smask = static_cast<uint32_t>(static_cast<int32_t>(sb) >> 31);  // 0 or all ones
-  uint32_t kh, a, e;
-  asm("mul.hi.u32 %0, %1, %2;" : "=r"(kh) : "r"(mb), "r"(L.key_mul));
-  asm("mad.lo.u32 %0, %1, %2, %3;" : "=r"(a) : "r"(kh), "r"(L.eight), "r"(L.ct));
-  asm("mad.lo.u32 %0, %1, %2, %3;" : "=r"(a) : "r"(smask), "r"(L.minus4), "r"(a));
+  const float xs = qi::scale_down(Clamp ? fmaxf(x, L.c.floor) : x, L.c.scale);  // NaN, x < code[0] -> code[0]
+  const uint32_t b = __float_as_uint(xs);
+  const uint32_t o = b ^ (static_cast<uint32_t>(static_cast<int32_t>(b) >> 31) & 0x7FFFFFFFu);
+  uint32_t key, a, e, w, q;
+  asm("mul.hi.s32 %0, %1, %2;" : "=r"(key) : "r"(o), "r"(L.key_mul));
+  asm("mad.lo.u32 %0, %1, %2, %3;" : "=r"(a) : "r"(key), "r"(L.four), "r"(L.ct));
   asm volatile("ld.shared.u32 %0, [%1];" : "=r"(e) : "r"(a));
-  const uint32_t w = ((mb << 8) ^ smask) & L.c.mask8;
-  uint32_t q;
+  asm("mul.lo.u32 %0, %1, %2;" : "=r"(w) : "r"(o), "r"(L.k256));
   asm("{\n\t.reg .u32 d;\n\tsub.cc.u32 d, %1, %2;\n\tmadc.lo.u32 %0, %2, %3, 0xFFFFFFFF;\n\t}"
       : "=r"(q)
       : "r"(w), "r"(e), "r"(L.one));
   return q;  // qi::compact_step(e, w)
 }
 
-template <bool C>
+template <bool C, bool Clamp = true>
 __device__ __forceinline__ uint32_t lookup(const Lookup& L, float x) {
   if constexpr (C)
-    return compact_lookup(L, x);
+    return compact_lookup<Clamp>(L, x);
   else
     return static_cast<uint32_t>(
         qi::lut_index(reinterpret_cast<const qi::LutEntry*>(L.gtab + 1), L.shape, *L.gtab, x));
@@ -277,10 +299,18 @@ __device__ __forceinline__ GlobalDiv global_div(float gabs) {
   return d;
 }
 
+// max(a, b) with NaN propagating (max.NaN: one FMNMX.NAN).
+__device__ __forceinline__ float fmax_nan(float a, float b) {
+  float r;
+  asm("max.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+  return r;
+}
+
 // max |x| of 8 halves (f16 or bf16) as a float, on the raw bits: packed maxima with |.| (VHMNMX
-// takes three operands), a quarter of the FMNMX a float per element costs. NaN is ignored, as by
-// fmaxf (the chain starts at 0, so a row of NaNs gives 0).
-template <class T>
+// takes three operands), a quarter of the FMNMX a float per element costs. Nan: NaN propagates
+// (a row with a NaN gives NaN); otherwise it is ignored, as by fmaxf (the chain starts at 0, so a
+// row of NaNs gives 0).
+template <class T, bool Nan>
 __device__ __forceinline__ float row_absmax16(const uint4& r) {
   using T2 = std::conditional_t<std::is_same_v<T, __half>, __half2, __nv_bfloat162>;
   const uint32_t w[4] = {r.x, r.y, r.z, r.w};
@@ -290,30 +320,40 @@ __device__ __forceinline__ float row_absmax16(const uint4& r) {
   for (int k = 0; k < 4; ++k) {
     T2 h;
     memcpy(&h, &w[k], sizeof h);
-    m = __hmax2(m, __habs2(h));
+    m = Nan ? __hmax2_nan(m, __habs2(h)) : __hmax2(m, __habs2(h));
   }
   T half[2];
   memcpy(half, &m, sizeof half);
-  return fmaxf(load_f32(half[0]), load_f32(half[1]));
+  return Nan ? fmax_nan(load_f32(half[0]), load_f32(half[1])) : fmaxf(load_f32(half[0]), load_f32(half[1]));
 }
 
-// Blockwise 16-bit full tiles: each row's max |x| from the raw vectors (quantize_tile's rm).
+// Blockwise 16-bit full tiles: each row's max |x| from the raw vectors (quantize_tile's rm), and
+// whether all the rows are free of NaN and Inf (a second chain with NaN propagating: branch-free,
+// as a branch here would diverge before the block absmax's warp collectives).
 template <class T, int B, int J>
-__device__ __forceinline__ void row_maxima(const uint4 (&r)[J], float (&rm)[J]) {
+__device__ __forceinline__ bool row_maxima(const uint4 (&r)[J], float (&rm)[J]) {
+  bool finite = false;
   if constexpr (B > 0 && sizeof(T) == 2) {
+    finite = true;
 #pragma unroll
-    for (int j = 0; j < J; ++j) rm[j] = row_absmax16<T>(r[j]);
+    for (int j = 0; j < J; ++j) {
+      rm[j] = row_absmax16<T, false>(r[j]);
+      finite &= row_absmax16<T, true>(r[j]) < INFINITY;
+    }
   }
+  return finite;
 }
 
 // One tile (thread's share: v[J][V] at base + j*32*V). Full: the whole tile is in range and
 // every pointer 16-byte aligned (no checks). B > 0: blockwise; B == 0: global (gabs).
-// Fake: writes code[q] * absmax in T to fake; otherwise the codes. rm: with Full, B > 0 and a 16-bit
-// T, each row's max |x| (row_maxima); unused otherwise.
+// Fake: writes code[q] * absmax in T to fake; otherwise the codes. rm, finite: with Full, B > 0 and
+// a 16-bit T, each row's max |x| and whether no row holds NaN or Inf (row_maxima); unused
+// otherwise. Finite rows take the lookups without the clamp.
 template <class T, int B, bool Fake, bool C, bool Full, int J, int V>
-__device__ __forceinline__ void quantize_tile(const float* rm, float (&v)[J][V], int64_t base, int it, int64_t n,
+__device__ __forceinline__ void quantize_tile(const float* rm, bool finite, float (&v)[J][V], int64_t base, int it,
+                                              int64_t n,
                                               bool aligned, const Lookup& L, float gabs, const GlobalDiv& gd,
-                                              float* warp_max, float* __restrict__ absmax,
+                                              const Group& g, float* __restrict__ absmax,
                                               uint8_t* __restrict__ codes, T* __restrict__ fake) {
   float m[J];
   if constexpr (B > 0) {
@@ -327,7 +367,7 @@ __device__ __forceinline__ void quantize_tile(const float* rm, float (&v)[J][V],
         for (int q = 0; q < V; ++q) m[j] = fmaxf(m[j], fabsf(v[j][q]));
       }
     }
-    block_absmax<B, V, J>(m, warp_max, it);
+    block_absmax<B, V, J>(m, g, it);
     constexpr int kRows = B / V / 32 > 1 ? (B / V / 32 < J ? B / V / 32 : J) : 1;  // rows sharing a block
     qi::Scale sc[J / kRows];
     bool unit = true;  // every scale s == 1 (absmax in [2^-126, 2^126)): x = v * r, one multiply
@@ -378,21 +418,31 @@ __device__ __forceinline__ void quantize_tile(const float* rm, float (&v)[J][V],
         for (int q = 0; q < V; ++q) v[j][q] = x[j][q];
     }
   }
+  auto emit = [&](auto clamp_tag) {
+    constexpr bool Clamp = decltype(clamp_tag)::value;
 #pragma unroll
-  for (int j = 0; j < J; ++j) {
-    const int64_t e = base + j * 32 * V;
-    uint32_t q[V];
+    for (int j = 0; j < J; ++j) {
+      const int64_t e = base + j * 32 * V;
+      uint32_t q[V];
 #pragma unroll
-    for (int k = 0; k < V; ++k) q[k] = lookup<C>(L, v[j][k]);
-    if constexpr (Fake) {
-      float y[V];
+      for (int k = 0; k < V; ++k) q[k] = lookup<C, Clamp>(L, v[j][k]);
+      if constexpr (Fake) {
+        float y[V];
 #pragma unroll
-      for (int k = 0; k < V; ++k) y[k] = __fmul_rn(L.code[(q[k] & 0xFF) << 5], m[j]);
-      store_vec<T, V>(fake, e, Full ? INT64_MAX : n, Full || aligned, y);
-    } else {
-      store_codes<V>(codes, e, Full ? INT64_MAX : n, Full || aligned, pack_codes<V>(q));
+        for (int k = 0; k < V; ++k) y[k] = __fmul_rn(L.code[(q[k] & 0xFF) << 5], m[j]);
+        store_vec<T, V>(fake, e, Full ? INT64_MAX : n, Full || aligned, y);
+      } else {
+        store_codes<V>(codes, e, Full ? INT64_MAX : n, Full || aligned, pack_codes<V>(q));
+      }
     }
+  };
+  // Blockwise x of finite v lies in [-(1 + 2^-23), 1 + 2^-23]: no clamp needed (Compact). f32
+  // tiles keep the clamp: their kernel is bound by memory, and its row maxima are float FMNMX,
+  // where a NaN test would cost an instruction per element.
+  if constexpr (C && Full && B > 0 && sizeof(T) == 2) {
+    if (finite && L.c.noclamp) return emit(std::false_type{});
   }
+  emit(std::true_type{});
 }
 
 template <class T, int J, int V>
@@ -412,28 +462,29 @@ __device__ __forceinline__ void unpack_tile(const uint4 (&r)[J], float (&v)[J][V
 __device__ __forceinline__ float global_absmax(const unsigned* __restrict__ partial, int parts, float* absmax,
                                                unsigned* red) {
   unsigned m = 0;
-  for (int i = threadIdx.x; i < parts; i += kThreads) m = max(m, __ldg(partial + i));
+  for (int i = threadIdx.x; i < parts; i += blockDim.x) m = max(m, __ldg(partial + i));
   m = __reduce_max_sync(kFull, m);
   if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = m;
   __syncthreads();
   m = red[0];
-#pragma unroll
-  for (int w = 1; w < kThreads / 32; ++w) m = max(m, red[w]);
+  for (int w = 1; w < static_cast<int>(blockDim.x / 32); ++w) m = max(m, red[w]);
   if (blockIdx.x == 0 && threadIdx.x == 0) *absmax = __uint_as_float(m);
   return __uint_as_float(m);
 }
 
-// The side job's state (quantize_kernel): this block's next side tile k counts from the end
+// The side job's state (quantize_kernel): this group's next side tile k counts from the end
 // (tile index full - 1 - k), J vectors per thread in flight between load() and add().
 template <class T>
 struct SideWalk {
   static constexpr int V = vec_width<T>(), J = kPerThread / V;
   SideMax<T> s;
-  int64_t full = 0, k = blockIdx.x;
+  Group g;
+  int64_t full = 0, k = 0;
   bool pending = false;
   uint4 r[J];
   VecAbsMax<T> m;
-  __device__ __forceinline__ SideWalk(const SideMax<T>& side, bool on) : s(side) {
+  __device__ __forceinline__ SideWalk(const SideMax<T>& side, bool on, const Group& grp)
+      : s(side), g(grp), k(grp.index) {
     full = on && side.aligned ? side.n / kTile : 0;
   }
   __device__ __forceinline__ void load(int64_t off) {
@@ -448,26 +499,26 @@ struct SideWalk {
     if (!pending) return;
 #pragma unroll
     for (int j = 0; j < J; ++j) m.add(r[j]);
-    k += gridDim.x;
+    k += g.count;
   }
-  // The full tiles left, then the partial tile (every element when unaligned), then the block's
-  // max into s.partial[blockIdx.x]; red: kThreads / 32 words of shared memory free to reuse.
+  // The full tiles left, then the partial tile (every element when unaligned), then the group's
+  // max into s.partial[g.index]; red: kThreads / 32 words of the group's shared memory free to
+  // reuse.
   __device__ __forceinline__ void finish(int64_t off, unsigned* red) {
     while (k < full) {  // add() advances k
       load(off);
       add();
     }
     uint32_t b = m.ordered_bits();
-    const int64_t stride = int64_t{gridDim.x} * kThreads;
-    for (int64_t i = full * kTile + blockIdx.x * int64_t{kThreads} + threadIdx.x; i < s.n; i += stride)
-      b = max(b, abs_bits(s.x[i]));
+    const int64_t stride = g.count * kThreads;
+    for (int64_t i = full * kTile + g.index * kThreads + g.tid; i < s.n; i += stride) b = max(b, abs_bits(s.x[i]));
     b = __reduce_max_sync(kFull, b);
-    __syncthreads();  // the last tile's reads of warp_max are done
-    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = b;
-    __syncthreads();
-    if (threadIdx.x == 0) {
+    g.sync();  // the last tile's reads of warp_max are done
+    if ((threadIdx.x & 31) == 0) red[g.tid >> 5] = b;
+    g.sync();
+    if (g.tid == 0) {
       for (int w = 1; w < kThreads / 32; ++w) b = max(b, red[w]);
-      s.partial[blockIdx.x] = b;
+      s.partial[g.index] = b;
     }
   }
 };
@@ -479,49 +530,55 @@ struct SideWalk {
 // are issued before the tables are set up), then the partial tile (or, for unaligned pointers,
 // every tile) through the checked path.
 // Side job (blockwise fake only; side.x null: none): max |x| of another tensor of T into
-// side.partial[blockIdx.x] (the amax-hint format, for quantize_global), its full tiles walked
+// side.partial[group index] (the amax-hint format, for quantize_global), its full tiles walked
 // from the end (L2-cached loads, as absmax_kernel) one per full A tile, loaded before that
 // tile's lookups so the loads overlap them; the rest after the A tiles.
-// 3 blocks of 256 threads per SM: at most 85 registers (measured: faster than 2 or 4).
-template <class T, int B, int D, bool Fake>
-__global__ void __launch_bounds__(kThreads, 3)
+// NG groups of 256 threads per CUDA block. Blockwise f16/bf16 codes kernels: NG = 4, one block
+// per SM (32 warps, at most 64 registers, one copy of the tables per SM; the checked path of
+// blocksizes 32..256 spills a few registers); measured on an H200 against three blocks of 256 per
+// SM: f16 codes 4 % faster, f32 codes 1-3 % slower. f32 codes, fake and global kernels: NG = 1,
+// three blocks per SM (at most 80 registers: with 64 the fake kernels' side job and the global
+// kernels' loop spill).
+template <class T, int B, int D, bool Fake, int NG>
+__global__ void __launch_bounds__(NG * kThreads, NG == 1 ? 3 : 1)
     quantize_kernel(const T* __restrict__ A, int64_t n, const qi::Tables* __restrict__ gtab, qi::LutShape shape,
                     qi::Compact c, int32_t compact_offset, const unsigned* __restrict__ partial, int parts,
                     float* __restrict__ absmax, uint8_t* __restrict__ codes, T* __restrict__ fake, bool aligned,
                     SideMax<T> side) {
   extern __shared__ uint32_t smem[];
-  __shared__ float warp_max[2 * kThreads / 32];
+  __shared__ float warp_max[NG][2 * kThreads / 32];
+  const Group g = make_group<NG>(warp_max);
   constexpr int V = vec_width<T>(), J = kPerThread / V;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int lane = threadIdx.x & 31, warp = g.tid >> 5;
   const int64_t off = warp * kWarpTile + lane * V;
-  const int64_t full = aligned ? n / kTile : 0, tiles = (n + kTile - 1) / kTile, G = gridDim.x;
-  int64_t tile = blockIdx.x;
+  const int64_t full = aligned ? n / kTile : 0, tiles = (n + kTile - 1) / kTile, G = g.count;
+  int64_t tile = g.index;
   uint4 X[J], Y[J];
   if (tile < full) load_tile<T, J, V>(X, A, tile * kTile + off);
   if (D == 2 && tile + G < full) load_tile<T, J, V>(Y, A, (tile + G) * kTile + off);
   load_index(smem, Fake, gtab, c, compact_offset);
   float gabs = 0.0f;
   if constexpr (B == 0)
-    gabs = global_absmax(partial, parts, absmax, reinterpret_cast<unsigned*>(warp_max));
+    gabs = global_absmax(partial, parts, absmax, reinterpret_cast<unsigned*>(&warp_max[0][0]));
   else
     __syncthreads();
   const GlobalDiv gd = B == 0 ? global_div(gabs) : GlobalDiv{};
   const Lookup L = make_lookup(smem, Fake, gtab, c, shape);
   constexpr bool kSide = Fake && B > 0;
-  SideWalk<T> sw(side, kSide && side.x != nullptr);
+  SideWalk<T> sw(side, kSide && side.x != nullptr, g);
   auto walk = [&](auto compact) {
     constexpr bool Cm = decltype(compact)::value;
-    int it = 0;  // this block's tile count (parity for block_absmax)
+    int it = 0;  // this group's tile count (parity for block_absmax)
     while (tile < full) {
       {
         float v[J][V];
         unpack_tile<T, J, V>(X, v);
         float rm[J];
-        row_maxima<T, B, J>(X, rm);
+        const bool finite = row_maxima<T, B, J>(X, rm);
         if (tile + D * G < full) load_tile<T, J, V>(X, A, (tile + D * G) * kTile + off);
         if constexpr (kSide) sw.load(off);
-        quantize_tile<T, B, Fake, Cm, true, J, V>(rm, v, tile * kTile + off, it, n, true, L, gabs, gd, warp_max, absmax,
-                                                  codes, fake);
+        quantize_tile<T, B, Fake, Cm, true, J, V>(rm, finite, v, tile * kTile + off, it, n, true, L, gabs, gd, g,
+                                                  absmax, codes, fake);
         if constexpr (kSide) sw.add();
         tile += G, ++it;
       }
@@ -530,11 +587,11 @@ __global__ void __launch_bounds__(kThreads, 3)
         float v[J][V];
         unpack_tile<T, J, V>(Y, v);
         float rm[J];
-        row_maxima<T, B, J>(Y, rm);
+        const bool finite = row_maxima<T, B, J>(Y, rm);
         if (tile + 2 * G < full) load_tile<T, J, V>(Y, A, (tile + 2 * G) * kTile + off);
         if constexpr (kSide) sw.load(off);
-        quantize_tile<T, B, Fake, Cm, true, J, V>(rm, v, tile * kTile + off, it, n, true, L, gabs, gd, warp_max, absmax,
-                                                  codes, fake);
+        quantize_tile<T, B, Fake, Cm, true, J, V>(rm, finite, v, tile * kTile + off, it, n, true, L, gabs, gd, g,
+                                                  absmax, codes, fake);
         if constexpr (kSide) sw.add();
         tile += G, ++it;
       }
@@ -544,7 +601,7 @@ __global__ void __launch_bounds__(kThreads, 3)
       float v[J][V];
 #pragma unroll
       for (int j = 0; j < J; ++j) load_vec<T, V>(A, base + j * 32 * V, n, aligned, v[j]);
-      quantize_tile<T, B, Fake, Cm, false, J, V>(nullptr, v, base, it, n, aligned, L, gabs, gd, warp_max, absmax, codes,
+      quantize_tile<T, B, Fake, Cm, false, J, V>(nullptr, false, v, base, it, n, aligned, L, gabs, gd, g, absmax, codes,
                                                  fake);
     }
   };
@@ -553,7 +610,7 @@ __global__ void __launch_bounds__(kThreads, 3)
   else
     walk(std::false_type{});
   if constexpr (kSide)
-    if (side.x) sw.finish(off, reinterpret_cast<unsigned*>(warp_max));
+    if (side.x) sw.finish(off, reinterpret_cast<unsigned*>(g.warp_max));
 }
 
 // Max of |A| as float bits (NaN canonical, above Inf) per CUDA block into partial[blockIdx.x]
@@ -780,8 +837,9 @@ __global__ void sub_offset_kernel(const float* __restrict__ x, int64_t n, const 
 }
 
 // Checks the kernels' lookup (the compact table, or lut_index when it does not build) against
-// closed_form on every float bit pattern in its domain (all of them for lut_index; x <= hi and
-// NaN for the compact table: every x the quantize kernels compute).
+// closed_form on every float bit pattern in its domain: all of them for lut_index; for the compact
+// table x <= hi and NaN with the clamp (every x the quantize kernels compute), and |x| <= 1 +
+// 2^-23 without it (the x of finite blockwise tiles) when the table allows that.
 __global__ void index_check_kernel(const qi::Tables* __restrict__ gtab, qi::LutShape shape, qi::Compact c,
                                    int32_t compact_offset, unsigned long long* bad) {
   extern __shared__ uint32_t smem[];
@@ -793,9 +851,13 @@ __global__ void index_check_kernel(const qi::Tables* __restrict__ gtab, qi::LutS
   const uint64_t stride = uint64_t(gridDim.x) * blockDim.x;
   for (uint64_t i = blockIdx.x * uint64_t(blockDim.x) + threadIdx.x; i < (uint64_t{1} << 32); i += stride) {
     const float x = __uint_as_float(static_cast<uint32_t>(i));
-    if (compact && x > c.hi) continue;
-    const uint32_t q = (compact ? lookup<true>(L, x) : lookup<false>(L, x)) & 0xFFu;
-    local += q != static_cast<uint32_t>(qi::closed_form(gtab->code, gtab->mid, x));
+    const uint32_t want = static_cast<uint32_t>(qi::closed_form(gtab->code, gtab->mid, x));
+    if (!compact) {
+      local += (lookup<false>(L, x) & 0xFFu) != want;
+      continue;
+    }
+    if (!(x > c.hi)) local += (lookup<true, true>(L, x) & 0xFFu) != want;
+    if (c.noclamp && fabsf(x) <= qi::kMaxKernelX) local += (lookup<true, false>(L, x) & 0xFFu) != want;
   }
   atomicAdd(bad, local);
 }
@@ -867,7 +929,8 @@ void launch_quantize(const T* A, int64_t n, const QuantIndex& q, const unsigned*
   constexpr int D = sizeof(T) == 4 ? 1 : 2;
   auto launch = [&](auto fake_tag) {
     constexpr bool Fake = decltype(fake_tag)::value;
-    const auto kernel = quantize_kernel<T, B, D, Fake>;
+    constexpr int NG = Fake || B == 0 || sizeof(T) == 4 ? 1 : 4;  // see quantize_kernel
+    const auto kernel = quantize_kernel<T, B, D, Fake, NG>;
     const size_t smem = index_smem(kernel, q.compact, Fake);
     const bool aligned = aligned16(A) && (Fake ? aligned16(fake) : aligned16(codes));
     SideMax<T> sm;
@@ -876,9 +939,9 @@ void launch_quantize(const T* A, int64_t n, const QuantIndex& q, const unsigned*
       sm = {static_cast<const T*>(side->x), side->n, side->partial, aligned16(side->x)};
       tiles = std::max(tiles, (side->n + kTile - 1) / kTile);
     }
-    const unsigned grid = persistent_grid(kernel, smem, tiles);
-    if (sm.x) side->parts = static_cast<int>(grid);
-    kernel<<<grid, kThreads, smem, s>>>(A, n, static_cast<const qi::Tables*>(q.data), q.shape, q.compact,
+    const unsigned grid = persistent_grid(kernel, smem, (tiles + NG - 1) / NG, NG * kThreads);
+    if (sm.x) side->parts = static_cast<int>(grid) * NG;
+    kernel<<<grid, NG * kThreads, smem, s>>>(A, n, static_cast<const qi::Tables*>(q.data), q.shape, q.compact,
                                         q.compact_offset, partial, parts, absmax, codes, fake, aligned, sm);
     OCTET_LAUNCH_CHECK("quantize_kernel");
   };

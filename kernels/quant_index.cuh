@@ -12,6 +12,7 @@
 // - block_scale(): x = (v * s) * r, r = RN(1 / (absmax * s)); s = 1 unless absmax is
 //   subnormal (s = 2^24) or >= 2^126 (s = 2^-24), which keeps r a normal float.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -92,87 +93,54 @@ OCTET_QI_HD int lut_index(const LutEntry* lut, const LutShape& s, const Tables& 
   return u >= e.thr ? e.above : e.below;
 }
 
-// The kernels' index table ("compact LUT", docs/quant.md "Kernels"), built once per Code on
-// the host from the 8-byte LUT (build_compact) and copied into shared memory by every CUDA
-// block: one shift sh and one |x| window [lo, hi] for both signs, 4-byte entries interleaved by
-// sign (slot 2 * (key - kbase) + sign, key = bits(m) >> sh, m = max(|x1|, lo), x1 = max(x,
-// code[0]): NaN and x below code[0] take code[0], whose index, 0, is theirs). Valid for
-// x <= hi and NaN: the window reaches past 1 + 2^-23 and |code[0]|, and the kernels' x
-// (v * RN(1/absmax) or v / absmax, |v| <= absmax) never exceeds 1 + 2^-23. An
-// entry is (((t - 1) << 8) | q0) + 1 for a step at low bits t of the slot (index q0 -> q0 + 1, t
-// counted from the slot's top for x < 0, whose index falls with |x|), or
-// (((2^sh - 1) << 8) | q) + 1 for a constant slot; then index = e - 1 + (w >= e) in the low byte,
-// w = low sh bits of bits(m) (complemented for x < 0) << 8: on the GPU one subtract that sets the
-// carry and one add that takes it. (A low byte of 255 never steps, so the + 1 never changes an
-// index; entries stay below 2^31.) Equal to lut_index() on every float when the build succeeds;
-// otherwise (crowded or odd tables) entries == 0 and the kernels use lut_index() itself.
+// The kernels' index table ("compact table", docs/quant.md "Kernels"), built once per Code on the
+// host (src/cpu/quant.cpp build_compact) from closed_form() and copied into shared memory by
+// every CUDA block. It is indexed by the ordered bits o = ordered(x') of x' = x * 2^-k + (-0)
+// rounded down (scale_down; ordered: a signed integer that grows with x' across both signs, o =
+// bits for x' >= +0, o = -1 - |bits| for x' <= -0), cut into slots of 2^sh consecutive o: key =
+// o >> sh, entry ct[key - kmin]. The scaling is exact where x' is normal; the x with |x| <
+// 2^(k - 126) land in the subnormal band of x' (+0 and positive subnormals for x > 0; -0 and
+// negative subnormals for +-0 and x < 0), a few slots: k is the largest with one index on
+// [2^-149, 2^(k - 126)] and one on [-2^(k - 126), -0] (so +-0 shares the index of the negative
+// tiny x, as in every library table), which drops the slots of the many tiny binades, all of one
+// index, from the table (dynamic map: 11.5 KiB; 63.5 KiB without the scaling). No flush to zero:
+// fma.ftz would flush subnormal inputs too, and positive subnormal x would join the zeros. The
+// index is monotone in o, and the shift is the largest one that leaves at most one step in any
+// slot. An entry is
+// (key << (sh + 8)) + e (mod 2^32), e = ((t - 1) << 8 | q0) + 1 for a step at low bits t (index
+// q0 below t, q0 + 1 from t on) or e = ((2^sh - 1) << 8 | q) + 1 for a constant slot; then,
+// with w = o << 8 (mod 2^32, so the key's low bits match the entry's), index = entry - 1 + (w >=
+// entry) in the low byte: on the GPU one subtract that sets the carry and one add that takes it.
+// (A constant slot of index 255 whose entry would wrap to 0 stores (key << (sh + 8)) - 1, which
+// every w reaches: 255 again.)
+// The table covers the slots of x in [floor, hi] (floor = code[0]; x clamped to it first: NaN
+// and x < code[0] take code[0], whose index, 0, is theirs) and, when noclamp, of every x in
+// [-(1 + 2^-23), 1 + 2^-23]: the quantize kernels' x (v * RN(1 / absmax) or v / absmax, |v| <=
+// absmax) never leaves that range, and is NaN only where v is NaN or Inf, so tiles free of both
+// skip the clamp. entries == 0: no shift fits kMaxCompact entries (crowded or odd tables); the
+// kernels use lut_index() then.
 struct Compact {
-  float lo = 0, hi = 0;  // the window of |x|: its first bit pattern - 1 (or 0) and its last one
-  float floor = 0;       // code[0]
-  int32_t sh = 23;
-  uint32_t mask8 = 0;   // ((1 << sh) - 1) << 8
-  int32_t kbase = 0;    // bits(lo) >> sh
-  int32_t entries = 0;  // 2 * keys; 0: too large or not representable, use lut_index()
+  float floor = 0;  // code[0]
+  float hi = 0;     // max(1 + 2^-23, code[0]): the largest x of the clamped domain
+  float scale = 1;  // 2^-k
+  int32_t k = 0;
+  int32_t sh = 23;  // 2 <= sh <= 23
+  int32_t kmin = 0;     // key of entry 0
+  int32_t entries = 0;  // 0: none, use lut_index()
+  int32_t noclamp = 0;  // 1: the table also covers [-(1 + 2^-23), 1 + 2^-23] without the clamp
 };
 
 inline constexpr int kMaxCompact = 16384;  // entries (64 KiB)
+inline constexpr float kMaxKernelX = 0x1.000002p0f;  // 1 + 2^-23
 
-// Host: the geometry from the LUT's shape (halves with one bucket take no part in the window)
-// and the table's first entry code0.
-inline Compact compact_shape(const LutShape& s, float code0) {
-  Compact c;
-  uint32_t lo = 0xFFFFFFFFu, hi = 0;
-  for (int h = 0; h < 2; ++h) {
-    if (s.buckets[h] <= 1) continue;
-    c.sh = s.shift[h] < c.sh ? s.shift[h] : c.sh;
-    const uint32_t l = static_cast<uint32_t>(s.bias[h]) << s.shift[h];
-    const uint32_t e = (static_cast<uint32_t>(s.bias[h] + s.buckets[h]) << s.shift[h]) - 1;
-    lo = l < lo ? l : lo;
-    hi = e > hi ? e : hi;
-  }
-  if (hi == 0) lo = 0, hi = 0x7F7FFFFFu;  // no half with several buckets: every finite binade
-  // Up to the slot holding the largest |x1| of the kernels: max(1 + 2^-23, |code0|).
-  const uint32_t c0 = float_bits(code0) & 0x7FFFFFFFu, need = c0 > 0x3F800001u ? c0 : 0x3F800001u;
-  const uint32_t need_end = need >= 0x7F800000u ? 0x7FFFFFFFu : need | ((1u << c.sh) - 1);
-  hi = need_end > hi ? need_end : hi;
-  const uint32_t lc = lo > 0 ? lo - 1 : 0;
-  c.lo = bits_float(lc);
-  c.hi = bits_float(hi);
-  c.floor = code0;
-  c.mask8 = ((1u << c.sh) - 1) << 8;
-  c.kbase = static_cast<int32_t>(lc >> c.sh);
-  const int64_t entries = 2 * (int64_t{hi >> c.sh} - c.kbase + 1);
-  c.entries = entries <= kMaxCompact && c.sh >= 1 ? static_cast<int32_t>(entries) : 0;  // kernels: 1 <= sh <= 23
-  return c;
+OCTET_QI_HD int32_t ordered(float x) {
+  const uint32_t b = float_bits(x);
+  return static_cast<int32_t>(b ^ (static_cast<uint32_t>(static_cast<int32_t>(b) >> 31) & 0x7FFFFFFFu));
 }
 
-// Host: the compact entries (c.entries of them) from the LUT into ct; false when the table does
-// not fit the format (a slow bucket, a step of more than one index, or a one-bucket half whose
-// step lies outside the window). A slot lies inside one bucket of the 8-byte LUT (its shift is
-// at most the bucket's), so that bucket's entry gives the slot's index on both ends.
-inline bool build_compact(const Compact& c, const LutEntry* lut, const LutShape& s, uint32_t* ct) {
-  const uint32_t lc = float_bits(c.lo), hi = float_bits(c.hi), mask = (1u << c.sh) - 1;
-  bool bad = false;
-  for (int i = 0; i < c.entries; ++i) {
-    const int h = i & 1;
-    const uint32_t us = static_cast<uint32_t>(c.kbase + (i >> 1)) << c.sh, ue = us + mask;
-    int b = static_cast<int>(us >> s.shift[h]) - s.bias[h];
-    b = b < 0 ? 0 : (b >= s.buckets[h] ? s.buckets[h] - 1 : b);
-    const LutEntry& E = lut[s.first[h] + b];
-    const int q0 = us >= E.thr ? E.above : E.below, q1 = ue >= E.thr ? E.above : E.below;
-    const uint32_t t = E.thr - us;  // a step inside the slot: at low bits t in [1, mask]
-    bad |= E.slow || (q1 != q0 && q1 != q0 + (h ? -1 : 1));
-    const uint32_t step = h ? (mask - t) << 8 | static_cast<uint32_t>(q1) : (t - 1) << 8 | static_cast<uint32_t>(q0);
-    ct[i] = 1 + (q1 == q0 ? mask << 8 | static_cast<uint32_t>(q0) : step);
-  }
-  // Outside the window a clamped |x| keeps its index: true for halves of several buckets (the
-  // window holds their steps); a one-bucket half's step must lie in (lc, hi].
-  for (int h = 0; h < 2; ++h) {
-    if (s.buckets[h] != 1) continue;
-    const LutEntry& E = lut[s.first[h]];
-    bad |= E.slow || (E.below != E.above && (E.thr <= lc || E.thr > hi));
-  }
-  return !bad;
+OCTET_QI_HD float from_ordered(int32_t o) {
+  const uint32_t u = static_cast<uint32_t>(o);
+  return bits_float(o < 0 ? u ^ 0x7FFFFFFFu : u);
 }
 
 OCTET_QI_HD float fmax_hd(float a, float b) {
@@ -183,46 +151,30 @@ OCTET_QI_HD float fmax_hd(float a, float b) {
 #endif
 }
 
-// The compact-table slot of x (plus 2 * kbase: subtract it, or index a table pointer biased by
-// it) and the compared bits w; x <= hi or NaN. Per element: 2 float max, 2 shifts, 1 funnel
-// shift, 1 logic op; then one 4-byte load and compact_step (1 compare, 1 add).
-struct CompactKey {
-  uint32_t key, w;
-};
-
-OCTET_QI_HD CompactKey compact_key(const Compact& c, float x) {
-  const float x1 = fmax_hd(x, c.floor);  // NaN, x < code[0] -> code[0] (index 0, as theirs)
+// x * scale + (-0) rounded toward -Inf (fma.rm; scale a power of two): exact where the result is
+// normal; +-0 becomes -0; a tiny result rounds down onto the subnormal grid (a positive one may
+// become +0, a negative one stays below -0).
+OCTET_QI_HD float scale_down(float x, float scale) {
 #ifdef __CUDA_ARCH__
-  const float ax = fabsf(x1);
+  float y;
+  asm("fma.rm.f32 %0, %1, %2, 0f80000000;" : "=f"(y) : "f"(x), "f"(scale));
+  return y;
 #else
-  const float ax = __builtin_fabsf(x1);
-#endif
-  const float m = fmax_hd(ax, c.lo);  // no upper clamp: x1 <= hi and |code[0]| <= hi
-  const uint32_t mb = float_bits(m), sb = float_bits(x1);
-#ifdef __CUDA_ARCH__
-  const uint32_t key = __funnelshift_l(sb, mb >> c.sh, 1);  // (mb >> sh) << 1 | sign
-#else
-  const uint32_t key = (mb >> c.sh) << 1 | sb >> 31;
-#endif
-  return {key, ((mb << 8) ^ static_cast<uint32_t>(static_cast<int32_t>(sb) >> 31)) & c.mask8};
-}
-
-// The index (low byte; higher bits are garbage) from the slot's entry e: e - 1 + (w >= e).
-OCTET_QI_HD uint32_t compact_step(uint32_t e, uint32_t w) {
-#ifdef __CUDA_ARCH__
-  uint32_t q;  // w - e sets the carry exactly when w >= e; e + 0xFFFFFFFF + carry
-  asm("{\n\t.reg .u32 d;\n\tsub.cc.u32 d, %1, %2;\n\taddc.u32 %0, %2, 0xFFFFFFFF;\n\t}"
-      : "=r"(q)
-      : "r"(w), "r"(e));
-  return q;
-#else
-  return e - 1u + (w >= e ? 1u : 0u);
+  const double p = static_cast<double>(x) * scale;  // exact (or NaN)
+  if (p == 0.0) return -0.0f;
+  if (p > -0x1p-126 && p < 0x1p-126) return static_cast<float>(std::floor(p * 0x1p149) * 0x1p-149);  // exact
+  return static_cast<float>(p);  // exact: a normal float times a power of two, or NaN
 #endif
 }
 
-OCTET_QI_HD uint32_t compact_index(const uint32_t* ct, const Compact& c, float x) {
-  const CompactKey k = compact_key(c, x);
-  return compact_step(ct[k.key - 2 * static_cast<uint32_t>(c.kbase)], k.w);
+// The index (low byte; higher bits are garbage) from a slot's entry e: e - 1 + (w >= e).
+OCTET_QI_HD uint32_t compact_step(uint32_t e, uint32_t w) { return e - 1u + (w >= e ? 1u : 0u); }
+
+// The kernels' lookup, as the host evaluates it (kernels/quant.cu compact_lookup is the same
+// arithmetic in IMADs): clamp = false only for x in [-(1 + 2^-23), 1 + 2^-23] and c.noclamp.
+OCTET_QI_HD uint32_t compact_index(const uint32_t* ct, const Compact& c, float x, bool clamp = true) {
+  const int32_t o = ordered(scale_down(clamp ? fmax_hd(x, c.floor) : x, c.scale));
+  return compact_step(ct[(o >> c.sh) - c.kmin], static_cast<uint32_t>(o) << 8);
 }
 
 // a * b and a + b rounded once, with the GPU's NaN: any NaN result is 0x7FFFFFFF on both devices

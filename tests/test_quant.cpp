@@ -324,40 +324,66 @@ TEST_CASE("kernel index LUT == closed form on all floats (every change point of 
     for (float x : xs) bad += qi::lut_index(lut.entries.data(), s, tab, x) != qi::closed_form(tab.code, tab.mid, x);
     CHECK(bad == 0);
     // The kernels' compact table (built on the host, evaluated by the same function as on the
-    // device): it changes only at slot starts, at the LUT's thresholds and at the window's ends.
+    // device): it changes only at slot starts and at its entries' steps. Every slot's start, end
+    // and step, and their neighbours, in both of its domains.
     const qi::Compact& c = lut.compact;
-    MESSAGE(std::string(t.name) << ": compact table of " << c.entries << " slots, shift " << c.sh);
+    MESSAGE(std::string(t.name) << ": compact table of " << c.entries << " slots, shift " << c.sh << ", scale 2^-" << c.k
+                               << std::string(c.noclamp ? ", no clamp" : ""));
     REQUIRE(c.entries > 0);
-    CHECK(lut.compact_entries.size() >= static_cast<size_t>(c.entries));
-    for (int32_t k = 0; k < c.entries / 2; ++k) {
-      const uint32_t us = static_cast<uint32_t>(c.kbase + k) << c.sh;
-      for (uint32_t sign = 0; sign < 2; ++sign)
-        for (uint32_t u : {us, us - 1, us + 1}) xs.push_back(from_bits((u & 0x7FFFFFFFu) | sign << 31));
+    REQUIRE(lut.compact_entries.size() >= static_cast<size_t>(c.entries));
+    CHECK(c.hi >= qi::kMaxKernelX);
+    CHECK(c.hi >= t.code.values()[0]);
+    std::vector<float> cx;
+    const uint32_t mask = (1u << c.sh) - 1;
+    for (int32_t i = 0; i < c.entries; ++i) {
+      const int32_t s0 = static_cast<int32_t>(static_cast<uint32_t>(c.kmin + i) << c.sh);
+      const uint32_t e = lut.compact_entries[static_cast<size_t>(i)] - (static_cast<uint32_t>(c.kmin + i) << (c.sh + 8));
+      const int32_t step = s0 + static_cast<int32_t>(((e - 1) >> 8) & mask);  // last point below a step
+      for (int32_t o : {s0, s0 + static_cast<int32_t>(mask), step})
+        for (int d = -1; d <= 1; ++d) cx.push_back(std::ldexp(qi::from_ordered(o + d), c.k));  // x' -> x
     }
-    for (float w : {c.lo, c.hi})
-      for (int d = -1; d <= 1; ++d)
-        for (uint32_t sign = 0; sign < 2; ++sign)
-          xs.push_back(from_bits(((qi::float_bits(w) + static_cast<uint32_t>(d)) & 0x7FFFFFFFu) | sign << 31));
-    // Its domain: x <= hi and NaN (the kernels' x never exceeds 1 + 2^-23).
-    CHECK(c.hi >= 0x1.000002p0f);
-    CHECK(c.hi >= std::fabs(t.code.values()[0]));
-    for (float w : {0x1.000002p0f, -0x1.000002p0f, c.floor, std::nextafter(c.floor, -2.0f)}) xs.push_back(w);
-    for (uint32_t u : {0x7FC00000u, 0xFFC00000u, 0x7F800001u, 0xFFFFFFFFu, 0xFF800000u}) xs.push_back(from_bits(u));
-    int64_t bad_compact = 0, in_domain = 0;
-    for (float x : xs) {
-      if (x > c.hi) continue;
-      ++in_domain;
-      bad_compact += (qi::compact_index(lut.compact_entries.data(), c, x) & 0xFFu) !=
-                     static_cast<uint32_t>(qi::closed_form(tab.code, tab.mid, x));
+    for (float w : {qi::kMaxKernelX, -qi::kMaxKernelX, c.hi, c.floor, std::nextafter(c.floor, -2.0f), 0.0f, -0.0f})
+      cx.push_back(w);
+    CHECK(c.scale == std::ldexp(1.0f, -c.k));
+    for (int e = -2; e <= 2; ++e)  // around 2^(k - 126), where x' leaves the subnormal band, and the smallest floats
+      for (float w : {std::ldexp(1.0f, c.k - 126 + e), 0x1p-149f, 0x1p-126f})
+        add_neighbours(cx, w, 2), add_neighbours(cx, -w, 2);
+    for (uint32_t u : {0x7FC00000u, 0xFFC00000u, 0x7F800001u, 0xFFFFFFFFu, 0xFF800000u}) cx.push_back(from_bits(u));
+    cx.insert(cx.end(), xs.begin(), xs.end());
+    int64_t bad_clamp = 0, bad_free = 0, n_clamp = 0, n_free = 0;
+    for (float x : cx) {
+      const uint32_t want = static_cast<uint32_t>(qi::closed_form(tab.code, tab.mid, x));
+      if (!(x > c.hi)) {
+        ++n_clamp;
+        bad_clamp += (qi::compact_index(lut.compact_entries.data(), c, x) & 0xFFu) != want;
+      }
+      if (c.noclamp && std::fabs(x) <= qi::kMaxKernelX) {
+        ++n_free;
+        bad_free += (qi::compact_index(lut.compact_entries.data(), c, x, false) & 0xFFu) != want;
+      }
     }
-    MESSAGE(std::string(t.name) << ": " << in_domain << " points in the compact table's domain");
-    CHECK(bad_compact == 0);
+    MESSAGE(std::string(t.name) << ": " << n_clamp << " points with the clamp, " << n_free << " without");
+    CHECK(bad_clamp == 0);
+    CHECK(bad_free == 0);
+    // The 16-bit fast paths need the unclamped table for the library's signed codes.
+    if (t.code.values()[0] < 0.0f) CHECK(c.noclamp == 1);
   }
 }
 
-TEST_CASE("index LUT of a crowded user table falls back to the closed form") {
+namespace {
+
+// 256 adjacent floats up to 1.0, inside the kernels' range of x: index steps one ulp apart, closer
+// than any slot of a compact table can hold.
+std::vector<float> crowded_table() {
   std::vector<float> v(256);
-  for (int i = 0; i < 256; ++i) v[i] = 1.0f + static_cast<float>(i) * 0x1p-23f;  // 256 adjacent floats
+  for (int i = 0; i < 256; ++i) v[i] = 1.0f - static_cast<float>(255 - i) * 0x1p-24f;
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("index LUT of a crowded user table falls back to the closed form") {
+  const std::vector<float> v = crowded_table();
   const Code c(Tensor::from_vector(v));
   const qi::Tables tab = cpu::index_tables(v.data());
   const cpu::IndexLut& lut = quant_internal::index_lut(c);
@@ -947,8 +973,8 @@ OCTET_CUDA_TEST("CPU and CUDA: identical codes, absmax, dequantized and fake-qua
 OCTET_CUDA_TEST("CPU and CUDA: fake-quantize and quantize with every table and the LUT fallback") {
   const Device cuda = Device::cuda(0);
   manual_seed(23);
-  std::vector<float> crowded(256);
-  for (int i = 0; i < 256; ++i) crowded[i] = 1.0f + static_cast<float>(i) * 0x1p-23f;
+  const std::vector<float> crowded = crowded_table();
+  CHECK(quant_internal::index_lut(Code(Tensor::from_vector(crowded))).compact.entries == 0);
   std::vector<std::pair<std::string, Code>> codes;
   for (const auto& tb : tables()) codes.emplace_back(tb.name, tb.code);
   codes.emplace_back("crowded", Code(Tensor::from_vector(crowded)));

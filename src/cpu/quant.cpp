@@ -166,6 +166,91 @@ std::vector<qi::LutEntry> lut_half(const qi::Tables& t, uint32_t sign, const std
   return out;
 }
 
+// The kernels' compact table (quant_index.cuh Compact): the largest scale exponent k whose
+// subnormal band keeps every index, the steps of the index in ordered-bit space of x * 2^-k by
+// bisection, the largest shift that leaves at most one step inside any slot, the slots of both
+// domains (or of the clamped one only, when both need more than kMaxCompact), then one entry per
+// slot. Leaves c->entries == 0 when nothing fits or a step skips an index.
+void build_compact(const qi::Tables& t, qi::Compact* c, std::vector<uint32_t>* ct) {
+  *c = qi::Compact{};
+  ct->clear();
+  c->floor = t.code[0];
+  c->hi = std::max(qi::kMaxKernelX, t.code[0]);
+  auto fx = [&](float x) { return qi::closed_form(t.code, t.mid, x); };
+  // x' in [+0, 2^-126) stands for x in (0, 2^(k - 126)), x' in (-2^-126, -0] for +-0 and x in
+  // (-2^(k - 126), 0): one index on each side (checked on the closed ranges).
+  const int pos_q = fx(0x1p-149f), neg_q = fx(-0x1p-149f);
+  if (fx(0.0f) != neg_q) return;
+  int k = 125;
+  for (; k >= 0; --k) {
+    const float a = std::ldexp(1.0f, k - 126);
+    if (fx(a) == pos_q && fx(-a) == neg_q) break;
+  }
+  if (k < 0) return;
+  c->k = k;
+  c->scale = std::ldexp(1.0f, -k);
+  auto o_of = [&](float x) { return qi::ordered(qi::scale_down(x, c->scale)); };
+  auto f = [&](int32_t o) {  // x' * 2^k: exact
+    return o == -1 ? neg_q : o == 0 ? pos_q : fx(std::ldexp(qi::from_ordered(o), k));
+  };
+  // Clamped domain [code[0], hi] (fmaxf's zero, either sign, becomes -0); unclamped [-(1 + 2^-23),
+  // 1 + 2^-23].
+  const int32_t c_lo = o_of(t.code[0]);
+  const int32_t c_hi = o_of(c->hi);
+  const int32_t lo = std::min(c_lo, o_of(-qi::kMaxKernelX)), hi = std::max(c_hi, o_of(qi::kMaxKernelX));
+  std::vector<uint32_t> steps;  // o + 2^31 (unsigned, so find_steps applies) where f(o) != f(o - 1)
+  const uint32_t bias = 0x80000000u;
+  find_steps([&](uint32_t u) { return f(static_cast<int32_t>(u - bias)); }, static_cast<uint32_t>(lo) + bias,
+             static_cast<uint32_t>(hi) + bias, f(lo), f(hi), steps);
+  for (uint32_t s : steps)
+    if (f(static_cast<int32_t>(s - bias)) != f(static_cast<int32_t>(s - bias) - 1) + 1) return;  // skips an index
+  // The largest shift with no two steps strictly inside one slot (a step at a slot's start
+  // falls between slots).
+  int sh = 23;
+  for (; sh >= 2; --sh) {
+    const uint32_t mask = (1u << sh) - 1;
+    bool ok = true;
+    int64_t last = INT64_MIN;
+    for (uint32_t s : steps) {
+      if ((s & mask) == 0) continue;
+      const int64_t slot = static_cast<int64_t>(s >> sh);
+      ok &= slot != last;
+      last = slot;
+    }
+    if (ok) break;
+  }
+  if (sh < 2) return;
+  const uint32_t mask = (1u << sh) - 1;
+  int32_t kmin = lo >> sh, kmax = hi >> sh;
+  c->noclamp = 1;
+  if (int64_t{kmax} - kmin + 1 > qi::kMaxCompact) {
+    kmin = c_lo >> sh, kmax = c_hi >> sh, c->noclamp = 0;
+    if (int64_t{kmax} - kmin + 1 > qi::kMaxCompact) return;
+  }
+  for (int32_t k = kmin; k <= kmax; ++k) {
+    const int32_t s = static_cast<int32_t>(static_cast<uint32_t>(k) << sh);
+    const int q0 = f(s), q1 = f(s + static_cast<int32_t>(mask));
+    const uint32_t top = static_cast<uint32_t>(k) << (sh + 8);
+    uint32_t e;
+    if (q1 == q0) {
+      e = top + ((mask << 8 | static_cast<uint32_t>(q0)) + 1);
+      if (e == 0) e = top - 1;  // index 255, key's low bits all ones: see Compact
+    } else {
+      // The one step inside the slot: the first low bits t with f = q1.
+      uint32_t a = 0, b = mask;  // f(s + a) == q0, f(s + b) == q1
+      while (b - a > 1) {
+        const uint32_t m = a + (b - a) / 2;
+        (f(s + static_cast<int32_t>(m)) == q0 ? a : b) = m;
+      }
+      e = top + (((b - 1) << 8 | static_cast<uint32_t>(q0)) + 1);
+    }
+    ct->push_back(e);
+  }
+  c->sh = sh;
+  c->kmin = kmin;
+  c->entries = static_cast<int32_t>(ct->size());
+}
+
 }  // namespace
 
 IndexLut build_index_lut(const qi::Tables& t) {
@@ -202,13 +287,7 @@ IndexLut build_index_lut(const qi::Tables& t) {
     lut.slow_buckets += slow;
   }
   if (lut.entries.size() % 2) lut.entries.push_back({});  // whole 16-byte words on the GPU
-  lut.compact = qi::compact_shape(lut.shape, t.code[0]);
-  lut.compact_entries.resize(static_cast<size_t>(lut.compact.entries));
-  if (lut.compact.entries == 0 ||
-      !qi::build_compact(lut.compact, lut.entries.data(), lut.shape, lut.compact_entries.data())) {
-    lut.compact.entries = 0;
-    lut.compact_entries.clear();
-  }
+  build_compact(t, &lut.compact, &lut.compact_entries);
   while (lut.compact_entries.size() % 4) lut.compact_entries.push_back(0);  // whole 16-byte words
   return lut;
 }
