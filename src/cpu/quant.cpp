@@ -227,10 +227,10 @@ void build_compact(const qi::Tables& t, qi::Compact* c, std::vector<uint32_t>* c
     kmin = c_lo >> sh, kmax = c_hi >> sh, c->noclamp = 0;
     if (int64_t{kmax} - kmin + 1 > qi::kMaxCompact) return;
   }
-  for (int32_t k = kmin; k <= kmax; ++k) {
-    const int32_t s = static_cast<int32_t>(static_cast<uint32_t>(k) << sh);
+  for (int32_t key = kmin; key <= kmax; ++key) {
+    const int32_t s = static_cast<int32_t>(static_cast<uint32_t>(key) << sh);
     const int q0 = f(s), q1 = f(s + static_cast<int32_t>(mask));
-    const uint32_t top = static_cast<uint32_t>(k) << (sh + 8);
+    const uint32_t top = static_cast<uint32_t>(key) << (sh + 8);
     uint32_t e;
     if (q1 == q0) {
       e = top + ((mask << 8 | static_cast<uint32_t>(q0)) + 1);
