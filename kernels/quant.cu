@@ -264,8 +264,7 @@ __device__ __forceinline__ Lookup make_lookup(uint32_t* smem, bool fake, const q
 template <bool Clamp>
 __device__ __forceinline__ uint32_t compact_lookup(const Lookup& L, float x) {
   const float xs = qi::scale_down(Clamp ? fmaxf(x, L.c.floor) : x, L.c.scale);  // NaN, x < code[0] -> code[0]
-  const uint32_t b = __float_as_uint(xs);
-  const uint32_t o = b ^ (static_cast<uint32_t>(static_cast<int32_t>(b) >> 31) & 0x7FFFFFFFu);
+  const uint32_t o = static_cast<uint32_t>(qi::ordered(xs));
   uint32_t key, a, e, w, q;
   asm("mul.hi.s32 %0, %1, %2;" : "=r"(key) : "r"(o), "r"(L.key_mul));
   asm("mad.lo.u32 %0, %1, %2, %3;" : "=r"(a) : "r"(key), "r"(L.four), "r"(L.ct));
