@@ -225,6 +225,24 @@ __device__ __forceinline__ CodeVec<V> pack_codes(const uint32_t (&q)[V]) {
   return c;
 }
 
+// y[0..V) rounded to E4M3 (RN, saturating) and packed as V bytes (cvt: two per instruction).
+template <int V>
+__device__ __forceinline__ CodeVec<V> pack_e4m3(const float (&y)[V]) {
+  CodeVec<V> c;
+  uint32_t w[V / 4];
+#pragma unroll
+  for (int k = 0; k < V / 4; ++k) {
+    const uint32_t lo = __nv_cvt_float2_to_fp8x2(make_float2(y[4 * k], y[4 * k + 1]), __NV_SATFINITE, __NV_E4M3);
+    const uint32_t hi = __nv_cvt_float2_to_fp8x2(make_float2(y[4 * k + 2], y[4 * k + 3]), __NV_SATFINITE, __NV_E4M3);
+    w[k] = lo | hi << 16;
+  }
+  if constexpr (V == 4)
+    c.raw = w[0];
+  else
+    c.raw = make_uint2(w[0], w[1]);
+  return c;
+}
+
 // What the per-element lookup needs: the compact table (C) or, failing that, the global LUT.
 struct Lookup {
   const float* code;  // shared memory: code[q << 5] is code value q (this lane's replica)
@@ -345,10 +363,11 @@ __device__ __forceinline__ bool row_maxima(const uint4 (&r)[J], float (&rm)[J]) 
 
 // One tile (thread's share: v[J][V] at base + j*32*V). Full: the whole tile is in range and
 // every pointer 16-byte aligned (no checks). B > 0: blockwise; B == 0: global (gabs).
-// Fake: writes code[q] * absmax in T to fake; otherwise the codes. rm, finite: with Full, B > 0 and
+// Fake: writes code[q] * absmax in T to fake; otherwise the codes. F8 (with Fake): writes
+// e4m3(code[q] * kE4M3Mul) bytes to codes instead of the fake values. rm, finite: with Full, B > 0 and
 // a 16-bit T, each row's max |x| and whether no row holds NaN or Inf (row_maxima); unused
 // otherwise. Finite rows take the lookups without the clamp.
-template <class T, int B, bool Fake, bool C, bool Full, int J, int V>
+template <class T, int B, bool Fake, bool F8, bool C, bool Full, int J, int V>
 __device__ __forceinline__ void quantize_tile(const float* rm, bool finite, float (&v)[J][V], int64_t base, int it,
                                               int64_t n,
                                               bool aligned, const Lookup& L, float gabs, const GlobalDiv& gd,
@@ -428,8 +447,11 @@ __device__ __forceinline__ void quantize_tile(const float* rm, bool finite, floa
       if constexpr (Fake) {
         float y[V];
 #pragma unroll
-        for (int k = 0; k < V; ++k) y[k] = __fmul_rn(L.code[(q[k] & 0xFF) << 5], m[j]);
-        store_vec<T, V>(fake, e, Full ? INT64_MAX : n, Full || aligned, y);
+        for (int k = 0; k < V; ++k) y[k] = __fmul_rn(L.code[(q[k] & 0xFF) << 5], F8 ? kE4M3Mul : m[j]);
+        if constexpr (F8)
+          store_codes<V>(codes, e, Full ? INT64_MAX : n, Full || aligned, pack_e4m3<V>(y));
+        else
+          store_vec<T, V>(fake, e, Full ? INT64_MAX : n, Full || aligned, y);
       } else {
         store_codes<V>(codes, e, Full ? INT64_MAX : n, Full || aligned, pack_codes<V>(q));
       }
@@ -524,7 +546,8 @@ struct SideWalk {
 
 // B > 0: blockwise (absmax per block, written to absmax); B == 0: global (the absmax kernel's
 // `parts` partials reduced here; block 0 writes the result to *absmax). Fake: writes
-// code[q] * absmax in T to fake (codes unused); otherwise the codes. Full aligned tiles first,
+// code[q] * absmax in T to fake (codes unused); otherwise the codes. F8 (with Fake): the bytes
+// e4m3(code[q] * kE4M3Mul) to codes (fake unused). Full aligned tiles first,
 // D of them in flight per thread (the tile D ahead is loaded before this one is computed; the first loads
 // are issued before the tables are set up), then the partial tile (or, for unaligned pointers,
 // every tile) through the checked path.
@@ -538,7 +561,7 @@ struct SideWalk {
 // SM: f16 codes 4 % faster, f32 codes 1-3 % slower. f32 codes, fake and global kernels: NG = 1,
 // three blocks per SM (at most 80 registers: with 64 the fake kernels' side job and the global
 // kernels' loop spill).
-template <class T, int B, int D, bool Fake, int NG>
+template <class T, int B, int D, bool Fake, bool F8, int NG>
 __global__ void __launch_bounds__(NG * kThreads, NG == 1 ? 3 : 1)
     quantize_kernel(const T* __restrict__ A, int64_t n, const qi::Tables* __restrict__ gtab, qi::LutShape shape,
                     qi::Compact c, int32_t compact_offset, const unsigned* __restrict__ partial, int parts,
@@ -576,7 +599,7 @@ __global__ void __launch_bounds__(NG * kThreads, NG == 1 ? 3 : 1)
         const bool finite = row_maxima<T, B, J>(X, rm);
         if (tile + D * G < full) load_tile<T, J, V>(X, A, (tile + D * G) * kTile + off);
         if constexpr (kSide) sw.load(off);
-        quantize_tile<T, B, Fake, Cm, true, J, V>(rm, finite, v, tile * kTile + off, it, n, true, L, gabs, gd, g,
+        quantize_tile<T, B, Fake, F8, Cm, true, J, V>(rm, finite, v, tile * kTile + off, it, n, true, L, gabs, gd, g,
                                                   absmax, codes, fake);
         if constexpr (kSide) sw.add();
         tile += G, ++it;
@@ -589,7 +612,7 @@ __global__ void __launch_bounds__(NG * kThreads, NG == 1 ? 3 : 1)
         const bool finite = row_maxima<T, B, J>(Y, rm);
         if (tile + 2 * G < full) load_tile<T, J, V>(Y, A, (tile + 2 * G) * kTile + off);
         if constexpr (kSide) sw.load(off);
-        quantize_tile<T, B, Fake, Cm, true, J, V>(rm, finite, v, tile * kTile + off, it, n, true, L, gabs, gd, g,
+        quantize_tile<T, B, Fake, F8, Cm, true, J, V>(rm, finite, v, tile * kTile + off, it, n, true, L, gabs, gd, g,
                                                   absmax, codes, fake);
         if constexpr (kSide) sw.add();
         tile += G, ++it;
@@ -600,7 +623,7 @@ __global__ void __launch_bounds__(NG * kThreads, NG == 1 ? 3 : 1)
       float v[J][V];
 #pragma unroll
       for (int j = 0; j < J; ++j) load_vec<T, V>(A, base + j * 32 * V, n, aligned, v[j]);
-      quantize_tile<T, B, Fake, Cm, false, J, V>(nullptr, false, v, base, it, n, aligned, L, gabs, gd, g, absmax, codes,
+      quantize_tile<T, B, Fake, F8, Cm, false, J, V>(nullptr, false, v, base, it, n, aligned, L, gabs, gd, g, absmax, codes,
                                                  fake);
     }
   };
@@ -671,18 +694,26 @@ __device__ __forceinline__ uint16_t to_bits16(T v) {
 }
 
 // Grid: kPatterns / kThreads blocks. The absmax from the partials (block 0 writes *absmax).
-template <class T, bool Fake>
+// F8 (bytes): e4m3(code[q] * kE4M3Mul) instead of the code q, and scale[0..scale_n) = absmax /
+// scale_div (the per-column scales of the tensor-core FP8 GEMM).
+template <class T, bool Fake, bool F8 = false>
 __global__ void __launch_bounds__(kThreads) table16_kernel(const qi::Tables* __restrict__ gtab,
                                                            const unsigned* __restrict__ partial, int parts,
-                                                           float* __restrict__ absmax, void* __restrict__ table) {
+                                                           float* __restrict__ absmax, void* __restrict__ table,
+                                                           float* __restrict__ scale = nullptr, int64_t scale_n = 0,
+                                                           float scale_div = 1.0f) {
   __shared__ unsigned red[kThreads / 32];
   const float gabs = global_absmax(partial, parts, absmax, red);
   const unsigned p = blockIdx.x * kThreads + threadIdx.x;
   const int q = qi::closed_form(gtab->code, gtab->mid, qi::global_x(load_f32(from_bits16<T>(p)), gabs));
-  if constexpr (Fake)
+  if constexpr (Fake) {
     static_cast<uint16_t*>(table)[p] = to_bits16(store_f32<T>(__fmul_rn(gtab->code[q], gabs)));
-  else
+  } else if constexpr (F8) {
+    static_cast<uint8_t*>(table)[p] = __nv_cvt_float_to_fp8(__fmul_rn(gtab->code[q], kE4M3Mul), __NV_SATFINITE, __NV_E4M3);
+    for (int64_t i = p; i < scale_n; i += kPatterns) scale[i] = __fdiv_rn(gabs, scale_div);
+  } else {
     static_cast<uint8_t*>(table)[p] = static_cast<uint8_t>(q);
+  }
 }
 
 // out[i] = table[A[i]] (A and a fake out as 16-bit patterns; codes as bytes). Aligned: steps of
@@ -737,6 +768,61 @@ __global__ void __launch_bounds__(kMapThreads, 1)
       fake[i] = tab16[a];
     else
       codes[i] = tab8[a];
+  }
+}
+
+// out (cols, rows) bytes = table[A] transposed, A (rows, cols) 16-bit row-major: the tensor-core
+// FP8 GEMM wants its operands K-major, and a (K, N) B is not. Tiles of kTRows x kTCols, walked by
+// a persistent grid (the table is loaded once per CUDA block). A thread loads kTRowsPerThread rows
+// of 8 columns (16-byte vectors), maps them and writes each column's 4 bytes as one word into the
+// transposed tile in shared memory (row stride kTRows / 4 + 1 words: no bank conflicts); then
+// the tile leaves as 16-byte vectors of output rows. Requires rows % 16 == 0, cols % 8 == 0 and
+// 16-byte aligned pointers (the caller's conditions for the FP8 GEMM).
+constexpr int kTThreads = 256, kTCols = 64, kTRowsPerThread = 4;
+constexpr int kTRows = kTRowsPerThread * kTThreads / (kTCols / 8);  // 128
+constexpr int kTStride = kTRows / 4 + 1;                            // words per transposed row
+
+__global__ void __launch_bounds__(kTThreads)
+    table16_map_t_kernel(const uint16_t* __restrict__ A, int64_t rows, int64_t cols, const uint4* __restrict__ table,
+                         uint8_t* __restrict__ out) {
+  extern __shared__ uint4 tab4[];
+  uint32_t* tile = reinterpret_cast<uint32_t*>(tab4 + kPatterns / 16);  // kTCols x kTStride words
+  for (int i = threadIdx.x; i < kPatterns / 16; i += kTThreads) tab4[i] = __ldg(table + i);
+  __syncthreads();
+  const uint8_t* tab8 = reinterpret_cast<const uint8_t*>(tab4);
+  const int64_t row_tiles = (rows + kTRows - 1) / kTRows, col_tiles = (cols + kTCols - 1) / kTCols;
+  const int c8 = threadIdx.x % (kTCols / 8), r4 = threadIdx.x / (kTCols / 8);  // column vector, row quad
+  for (int64_t t = blockIdx.x; t < row_tiles * col_tiles; t += gridDim.x) {
+    const int64_t r0 = t / col_tiles * kTRows, c0 = t % col_tiles * kTCols;
+    const int64_t col = c0 + c8 * 8;
+    uint4 x[kTRowsPerThread];
+#pragma unroll
+    for (int k = 0; k < kTRowsPerThread; ++k) {
+      const int64_t r = r0 + r4 * kTRowsPerThread + k;
+      x[k] = r < rows && col < cols ? __ldcs(reinterpret_cast<const uint4*>(A + r * cols + col)) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int q = 0; q < 8; ++q) {
+      uint32_t w = 0;
+#pragma unroll
+      for (int k = 0; k < kTRowsPerThread; ++k) {
+        const uint32_t v[4] = {x[k].x, x[k].y, x[k].z, x[k].w};
+        const uint32_t bits = (v[q / 2] >> (16 * (q % 2))) & 0xFFFFu;
+        w |= uint32_t{tab8[bits]} << (8 * k);
+      }
+      tile[(c8 * 8 + q) * kTStride + r4] = w;
+    }
+    __syncthreads();
+    constexpr int kVecs = kTCols * kTRows / 16;  // 16-byte vectors of the transposed tile
+#pragma unroll
+    for (int i = threadIdx.x; i < kVecs; i += kTThreads) {
+      const int oc = i / (kTRows / 16), chunk = i % (kTRows / 16);
+      const int64_t orow = c0 + oc, ocol = r0 + chunk * 16;
+      const uint32_t* src = tile + oc * kTStride + chunk * 4;
+      if (orow < cols && ocol < rows)
+        *reinterpret_cast<uint4*>(out + orow * rows + ocol) = make_uint4(src[0], src[1], src[2], src[3]);
+    }
+    __syncthreads();
   }
 }
 
@@ -916,16 +1002,17 @@ void visit_quant(DType t, F&& f) {
 // in flight). Measured on an H200: 2 tiles for f32 spill registers and lose 3-8 %.
 // The kernel writes codes or fake outputs, not both (the library never asks for both on CUDA:
 // fake-quantize writes no codes); given both, the codes pass runs first, then the fake pass.
+// f8: (Fake, codes given, fake null) the e4m3 bytes of the fake values / absmax * kE4M3Mul.
 template <class T, int B>
 void launch_quantize(const T* A, int64_t n, const QuantIndex& q, const unsigned* partial, int parts, float* absmax,
-                     uint8_t* codes, T* fake, cudaStream_t s, SideAbsmax* side = nullptr) {
+                     uint8_t* codes, T* fake, cudaStream_t s, SideAbsmax* side = nullptr, bool f8 = false) {
   constexpr int D = sizeof(T) == 4 ? 1 : 2;
-  auto launch = [&](auto fake_tag) {
-    constexpr bool Fake = decltype(fake_tag)::value;
+  auto launch = [&](auto fake_tag, auto f8_tag) {
+    constexpr bool Fake = decltype(fake_tag)::value, F8 = decltype(f8_tag)::value;
     constexpr int NG = Fake || B == 0 || sizeof(T) == 4 ? 1 : 4;  // see quantize_kernel
-    const auto kernel = quantize_kernel<T, B, D, Fake, NG>;
+    const auto kernel = quantize_kernel<T, B, D, Fake, F8, NG>;
     const size_t smem = index_smem(kernel, q.compact, Fake);
-    const bool aligned = aligned16(A) && (Fake ? aligned16(fake) : aligned16(codes));
+    const bool aligned = aligned16(A) && (Fake && !F8 ? aligned16(fake) : aligned16(codes));
     SideMax<T> sm;
     int64_t tiles = (n + kTile - 1) / kTile;
     if (Fake && side && side->n > 0) {
@@ -938,8 +1025,11 @@ void launch_quantize(const T* A, int64_t n, const QuantIndex& q, const unsigned*
                                         q.compact_offset, partial, parts, absmax, codes, fake, aligned, sm);
     OCTET_LAUNCH_CHECK("quantize_kernel");
   };
-  if (codes) launch(std::false_type{});
-  if (fake) launch(std::true_type{});
+  if constexpr (B > 0 && sizeof(T) == 2) {
+    if (f8) return launch(std::true_type{}, std::true_type{});
+  }
+  if (codes) launch(std::false_type{}, std::false_type{});
+  if (fake) launch(std::true_type{}, std::false_type{});
 }
 
 // The table path of quantize_global for 16-bit T (kTable16MinNumel elements or more): per output
@@ -969,7 +1059,115 @@ void table16_quantize(const T* A, int64_t n, const QuantIndex& q, const unsigned
   if (fake) pass(std::true_type{});
 }
 
+// out[c * rows + i] = absmax[i * per_row + c / chunks] (per_row blocks a row, chunks of 128 a block).
+__global__ void expand_block_scales_kernel(const float* __restrict__ absmax, int64_t rows, int64_t per_row,
+                                           int64_t chunks, int64_t n, float* __restrict__ out) {
+  for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < n; e += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t c = e / rows, i = e % rows;
+    out[e] = absmax[i * per_row + c / chunks];
+  }
+}
+
+// finish(partial, parts) with the hint's partials of max |A| when given, otherwise with those of
+// an absmax pass over A (a temporary buffer).
+template <class T, class F>
+void with_absmax_partials(const T* A, int64_t n, const uint32_t* hint, int hint_parts, cudaStream_t s, F&& finish) {
+  if (hint) return finish(hint, hint_parts);
+  const auto kernel = absmax_kernel<T>;
+  const unsigned parts = persistent_grid(kernel, 0, (n + kTile - 1) / kTile);
+  unsigned* partial = nullptr;
+  OCTET_CUDA_CHECK(cudaMallocAsync(&partial, sizeof(unsigned) * parts, s));
+  kernel<<<parts, kThreads, 0, s>>>(A, n, partial, aligned16(A));
+  OCTET_LAUNCH_CHECK("absmax_kernel");
+  finish(partial, static_cast<int>(parts));
+  OCTET_CUDA_CHECK(cudaFreeAsync(partial, s));
+}
+
+// quantize_global_e4m3 after the absmax: the byte table, then the plain or the transposed map.
+template <class T>
+void table16_e4m3(const T* A, int64_t rows, int64_t cols, bool transpose, const QuantIndex& q,
+                  const unsigned* partial, int parts, float* absmax, uint8_t* out, float* scale, int64_t scale_n,
+                  float scale_div, cudaStream_t s) {
+  void* table = nullptr;
+  OCTET_CUDA_CHECK(cudaMallocAsync(&table, kPatterns, s));
+  table16_kernel<T, false, true><<<kPatterns / kThreads, kThreads, 0, s>>>(
+      static_cast<const qi::Tables*>(q.data), partial, parts, absmax, table, scale, scale_n, scale_div);
+  OCTET_LAUNCH_CHECK("table16_kernel");
+  const int64_t n = rows * cols;
+  if (!transpose) {
+    const auto kernel = table16_map_kernel<false>;
+    OCTET_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kPatterns));
+    const unsigned grid = persistent_grid(kernel, kPatterns, (n + kMapThreads * 8 - 1) / (kMapThreads * 8), kMapThreads);
+    kernel<<<grid, kMapThreads, kPatterns, s>>>(reinterpret_cast<const uint16_t*>(A), n,
+                                                static_cast<const uint4*>(table), out, nullptr,
+                                                aligned16(A) && aligned16(out));
+    OCTET_LAUNCH_CHECK("table16_map_kernel");
+  } else {
+    const auto kernel = table16_map_t_kernel;
+    const size_t smem = kPatterns + sizeof(uint32_t) * kTCols * kTStride;
+    OCTET_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    const int64_t tiles = (rows + kTRows - 1) / kTRows * ((cols + kTCols - 1) / kTCols);
+    const unsigned grid = persistent_grid(kernel, smem, tiles, kTThreads);
+    kernel<<<grid, kTThreads, smem, s>>>(reinterpret_cast<const uint16_t*>(A), rows, cols,
+                                         static_cast<const uint4*>(table), out);
+    OCTET_LAUNCH_CHECK("table16_map_t_kernel");
+  }
+  OCTET_CUDA_CHECK(cudaFreeAsync(table, s));
+}
+
 }  // namespace
+
+void quantize_blockwise_e4m3(DType t, const void* A, int64_t n, const QuantIndex& q, int64_t blocksize,
+                             float* absmax, uint8_t* out, cudaStream_t s, SideAbsmax* side) {
+  if (side) side->parts = 0;
+  if (n == 0) return;
+  auto go = [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* a = static_cast<const T*>(A);
+    switch (blocksize) {
+      case 32: return launch_quantize<T, 32>(a, n, q, nullptr, 0, absmax, out, nullptr, s, side, true);
+      case 64: return launch_quantize<T, 64>(a, n, q, nullptr, 0, absmax, out, nullptr, s, side, true);
+      case 128: return launch_quantize<T, 128>(a, n, q, nullptr, 0, absmax, out, nullptr, s, side, true);
+      case 256: return launch_quantize<T, 256>(a, n, q, nullptr, 0, absmax, out, nullptr, s, side, true);
+      case 512: return launch_quantize<T, 512>(a, n, q, nullptr, 0, absmax, out, nullptr, s, side, true);
+      case 1024: return launch_quantize<T, 1024>(a, n, q, nullptr, 0, absmax, out, nullptr, s, side, true);
+      case 2048: return launch_quantize<T, 2048>(a, n, q, nullptr, 0, absmax, out, nullptr, s, side, true);
+      case 4096: return launch_quantize<T, 4096>(a, n, q, nullptr, 0, absmax, out, nullptr, s, side, true);
+      default: fail("quantize_blockwise_e4m3", cat("blocksize ", blocksize, " reached the kernels"));
+    }
+  };
+  if (t == DType::f16) return go(type_tag<__half>{});
+  if (t == DType::bf16) return go(type_tag<__nv_bfloat16>{});
+  fail("quantize_blockwise_e4m3", cat("dtype ", dtype_name(t), " is not supported"));
+}
+
+void quantize_global_e4m3(DType t, const void* A, int64_t rows, int64_t cols, bool transpose, const QuantIndex& q,
+                          float* absmax, uint8_t* out, const uint32_t* hint, int hint_parts, float* scale,
+                          int64_t scale_n, float scale_div, cudaStream_t s) {
+  const int64_t n = rows * cols;
+  if (n == 0) return;
+  if (transpose && (rows % 16 || cols % 8 || !aligned16(A) || !aligned16(out)))
+    fail("quantize_global_e4m3", cat("the transposed map wants rows % 16 == 0, cols % 8 == 0 and 16-byte aligned "
+                                     "pointers; got (", rows, ", ", cols, ")"));
+  auto go = [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* a = static_cast<const T*>(A);
+    with_absmax_partials(a, n, hint, hint_parts, s, [&](const unsigned* partial, int parts) {
+      table16_e4m3<T>(a, rows, cols, transpose, q, partial, parts, absmax, out, scale, scale_n, scale_div, s);
+    });
+  };
+  if (t == DType::f16) return go(type_tag<__half>{});
+  if (t == DType::bf16) return go(type_tag<__nv_bfloat16>{});
+  fail("quantize_global_e4m3", cat("dtype ", dtype_name(t), " is not supported"));
+}
+
+void expand_block_scales(const float* absmax, int64_t rows, int64_t k, int64_t blocksize, float* out,
+                         cudaStream_t s) {
+  const int64_t n = rows * (k / 128);
+  if (n == 0) return;
+  expand_block_scales_kernel<<<grid_for(n, 256), 256, 0, s>>>(absmax, rows, k / blocksize, blocksize / 128, n, out);
+  OCTET_LAUNCH_CHECK("expand_block_scales_kernel");
+}
 
 void quantize_blockwise(DType t, const void* A, int64_t n, const QuantIndex& q, int64_t blocksize, float* absmax,
                         uint8_t* codes, void* fake_out, cudaStream_t s, SideAbsmax* side) {
@@ -1018,15 +1216,7 @@ void quantize_global(DType t, const void* A, int64_t n, const QuantIndex& q, flo
       }
       launch_quantize<T, 0>(a, n, q, partial, parts, absmax, codes, fake, s);
     };
-    if (hint) return finish(hint, hint_parts);
-    const auto kernel = absmax_kernel<T>;
-    const unsigned parts = persistent_grid(kernel, 0, (n + kTile - 1) / kTile);
-    unsigned* partial = nullptr;
-    OCTET_CUDA_CHECK(cudaMallocAsync(&partial, sizeof(unsigned) * parts, s));
-    kernel<<<parts, kThreads, 0, s>>>(a, n, partial, aligned16(A));
-    OCTET_LAUNCH_CHECK("absmax_kernel");
-    finish(partial, static_cast<int>(parts));
-    OCTET_CUDA_CHECK(cudaFreeAsync(partial, s));
+    with_absmax_partials(a, n, hint, hint_parts, s, finish);
   });
 }
 

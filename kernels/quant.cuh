@@ -49,6 +49,24 @@ void quantize_blockwise(DType t, const void* A, int64_t n, const QuantIndex& q, 
 void quantize_global(DType t, const void* A, int64_t n, const QuantIndex& q, float* absmax, uint8_t* codes,
                      void* fake_out, const uint32_t* hint, int hint_parts, cudaStream_t s);
 inline constexpr int64_t kTable16MinNumel = int64_t{1} << 19;
+
+// The operands of the tensor-core FP8 matmul (src/fp8.cpp, f16/bf16 inputs) for a code whose
+// values times kE4M3Mul are E4M3 numbers (bitsandbytes' fp8_e4m3 table: e / 480 with e an
+// E4M3-like value up to 480, so code * 240 = e / 2 is an E4M3 (fn) number except below 2^-6,
+// where RN takes the nearest one). Codes and absmax are those of quantize_blockwise / quantize.
+inline constexpr float kE4M3Mul = 240.0f;
+// out[i] = e4m3(code[q_i] * kE4M3Mul) and absmax per block (side: as quantize_blockwise's).
+void quantize_blockwise_e4m3(DType t, const void* A, int64_t n, const QuantIndex& q, int64_t blocksize,
+                             float* absmax, uint8_t* out, cudaStream_t s, SideAbsmax* side = nullptr);
+// out[c * rows + i] = absmax[(i * k + c * 128) / blocksize] for c < k / 128: a row-blocked
+// absmax as the per-128-element scales of the FP8 GEMM (k % blocksize == 0, blocksize >= 128).
+void expand_block_scales(const float* absmax, int64_t rows, int64_t k, int64_t blocksize, float* out, cudaStream_t s);
+// A (rows, cols): *absmax = max |A| (from the hint partials when given), out = e4m3(code[q] *
+// kE4M3Mul), as (cols, rows) when transpose (then rows % 16 == 0, cols % 8 == 0 and both
+// pointers 16-byte aligned), and scale[0..scale_n) = *absmax / scale_div.
+void quantize_global_e4m3(DType t, const void* A, int64_t rows, int64_t cols, bool transpose, const QuantIndex& q,
+                          float* absmax, uint8_t* out, const uint32_t* hint, int hint_parts, float* scale,
+                          int64_t scale_n, float scale_div, cudaStream_t s);
 // out = code[q] * absmax[i >> log2_blocksize] (+ *offset when given); log2_blocksize 63: global.
 void dequantize(const uint8_t* codes, int64_t n, const float* code, const float* absmax, int log2_blocksize,
                 const float* offset, DType out_t, void* out, cudaStream_t s);
