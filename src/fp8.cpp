@@ -9,10 +9,16 @@
 //   backward reuses the forward's Aq instead of re-quantizing A^T.
 // - Empty A or B skips quantization: the result is empty, or zeros when K = 0; gradients are
 //   zeros of the inputs' shapes.
+// - Fp8Product::tensor_cores (mixed forward only, where tensor_core_scales applies): E4M3 codes
+//   of A and B (quant_internal::e4m3_operands, one pass each; B's written as (N, K): the FP8 GEMM
+//   wants both operands K-major) into detail::fp8_gemm_scaled_into.
 #include "octet/fp8.hpp"
 
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <vector>
 
 #include "octet/autograd.hpp"
 #include "src/amax_hint.hpp"
@@ -52,6 +58,11 @@ bool fuse_enabled(const Tensor& A, const Tensor& B) {
   return on && A.device().is_cuda() && detail::amax_hint(B, &parts) == nullptr;
 }
 
+bool same_values(const Code& a, const Code& b) {
+  const std::vector<float>&x = a.values(), &y = b.values();
+  return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0;
+}
+
 // fake_quantize_blockwise(A, code, bs) (bs > 0) or fake_quantize(A, code) (bs == 0).
 Tensor fake(const Tensor& A, const Code& code, int64_t bs) {
   return bs > 0 ? fake_quantize_blockwise(A, code, bs) : fake_quantize(A, code);
@@ -64,6 +75,36 @@ int64_t fp8_pick_block_size(int64_t f) {
   int64_t s = 4096;
   while (s > 64 && s / 2 >= f) s /= 2;
   return s;
+}
+
+namespace {
+
+// The scales of the tensor-core forward of A @ B (B^T when b_transposed), if it applies: per row
+// of A when its blocks are its rows (bs == K), per 128 elements when rows hold whole blocks of
+// 128 or more (K % bs == 0).
+std::optional<Fp8GemmScales> tensor_core_scales(const Tensor& A, const Tensor& B, bool b_transposed,
+                                                const Code& fw_code, int64_t bsz) {
+  if (!A.defined() || !B.defined() || !A.device().is_cuda() || B.device() != A.device()) return std::nullopt;
+  if ((A.dtype() != DType::f16 && A.dtype() != DType::bf16) || B.dtype() != A.dtype()) return std::nullopt;
+  if (A.dim() < 2 || A.dim() > 3 || B.dim() != 2) return std::nullopt;
+  const int64_t k = A.size(-1), n = b_transposed ? B.size(0) : B.size(1);
+  if ((b_transposed ? B.size(1) : B.size(0)) != k || k <= 0) return std::nullopt;
+  const int64_t rows = A.numel() / k, bs = bsz == -1 ? fp8_pick_block_size(k) : bsz;
+  if (rows <= 0 || n <= 0 || rows % 16 || n % 16 || k % 16) return std::nullopt;
+  if (reinterpret_cast<uintptr_t>(B.data()) % 16 != 0) return std::nullopt;
+  static const Code e4m3 = Code::fp8_e4m3();
+  if (!same_values(fw_code, e4m3)) return std::nullopt;
+  const Fp8GemmScales scales = bs == k ? Fp8GemmScales::outer : Fp8GemmScales::block128;
+  if (scales == Fp8GemmScales::block128 && (k % bs != 0 || bs < 128)) return std::nullopt;
+  if (!fp8_gemm_scaled_available(scales, A.device(), rows, n, k, DType::f8_e4m3, DType::f8_e4m3, A.dtype()))
+    return std::nullopt;
+  return scales;
+}
+
+}  // namespace
+
+bool fp8_tensor_core_forward(const Tensor& A, const Tensor& B, bool b_transposed, const Code& fw_code, int64_t bsz) {
+  return tensor_core_scales(A, B, b_transposed, fw_code, bsz).has_value();
 }
 
 Tensor fp8_matmul(const Fp8Args& p, const Tensor& A, const Tensor& B, const Code& fw_code, const Code& bw_code) {
@@ -91,8 +132,22 @@ Tensor fp8_matmul(const Fp8Args& p, const Tensor& A, const Tensor& B, const Code
   const bool empty = A.numel() == 0 || B.numel() == 0;
 
   Tensor out, Aq, Bq;
+  const std::optional<Fp8GemmScales> tc_scales =
+      mixed && !empty && p.product == Fp8Product::tensor_cores
+          ? tensor_core_scales(A, B, p.b_transposed, fw_code, p.bsz)
+          : std::nullopt;
   if (empty) {
     out = Tensor::zeros(out_shape, A.dtype(), A.device());
+  } else if (tc_scales) {
+    // E4M3 codes of A (scales: its block absmax) and B (max |B| / 240^2); Bq (simulated) only
+    // for a grad_A.
+    Tensor A8, a_scale, B8, b_scale;
+    const bool want_bq = A.requires_grad() && autograd::needs_grad({A, B});
+    quant_internal::e4m3_operands(A.detach(), bsz, B.detach(), p.b_transposed, fw_code,
+                                  *tc_scales == Fp8GemmScales::block128, A8, a_scale, B8, b_scale,
+                                  want_bq ? &Bq : nullptr);
+    out = Tensor::empty(out_shape, A.dtype(), A.device());
+    fp8_gemm_scaled_into(*tc_scales, A8, B8, a_scale, b_scale, out);
   } else {
     const int64_t a_bs = mixed ? bsz : 0;
     if (mixed && fuse_enabled(A, B)) {
@@ -167,9 +222,14 @@ std::pair<int64_t, int64_t> fp8_block_sizes(const Tensor& A, const Tensor& B) {
 }
 
 Tensor matmul_fp8_mixed(const Tensor& A, const Tensor& B, const Code& fw_code, const Code& bw_code, int64_t bsz,
-                        int64_t bsz2) {
-  detail::Fp8Args p{.op = "matmul_fp8_mixed", .variant = detail::Fp8Variant::mixed, .bsz = bsz, .bsz2 = bsz2};
+                        int64_t bsz2, Fp8Product product) {
+  detail::Fp8Args p{
+      .op = "matmul_fp8_mixed", .variant = detail::Fp8Variant::mixed, .bsz = bsz, .bsz2 = bsz2, .product = product};
   return detail::fp8_matmul(p, A, B, fw_code, bw_code);
+}
+
+bool fp8_tensor_core_forward(const Tensor& A, const Tensor& B, const Code& fw_code, int64_t bsz) {
+  return detail::fp8_tensor_core_forward(A, B, false, fw_code, bsz);
 }
 
 Tensor matmul_fp8_global(const Tensor& A, const Tensor& B, const Code& fw_code, const Code& bw_code) {

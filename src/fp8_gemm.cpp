@@ -29,6 +29,7 @@
 #include "src/check.hpp"
 #include "src/cpu/fp8_gemm.hpp"
 #include "src/cuda_check.hpp"
+#include "src/fp8_internal.hpp"
 #include "src/runtime_internal.hpp"
 
 namespace octet {
@@ -87,6 +88,7 @@ struct PlanKey {
   DType a, b, out;
   bool bias, fast, tune;
   uint32_t align_a, align_b;
+  int scales = 0;  // 0: scalars; 1 + detail::Fp8GemmScales: vector or block scales
   auto operator<=>(const PlanKey&) const = default;
 };
 
@@ -118,6 +120,20 @@ std::unique_ptr<Plan> make_plan(const PlanKey& key) {
   set_desc(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, CUBLAS_OP_T);
   set_desc(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, CUBLAS_OP_N);
   set_desc(p->desc, CUBLASLT_MATMUL_DESC_FAST_ACCUM, static_cast<int8_t>(key.fast ? 1 : 0));
+  if (key.scales != 0) {
+    // cuBLASLt's A is our b, its B our a.
+    const bool outer = key.scales == 1 + static_cast<int>(detail::Fp8GemmScales::outer);
+    const int32_t mode_a = outer ? CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F : CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
+    const int32_t mode_b = outer ? CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F : CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+    set_desc(p->desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, mode_a);
+    set_desc(p->desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, mode_b);
+    // The heuristic finds no algorithm for vector scales whose pointers are null; run_plan sets
+    // the real ones (any device address serves here).
+    size_t bytes = 0;
+    const void* somewhere = detail::cublaslt_workspace(dev, &bytes);
+    set_desc(p->desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, somewhere);
+    set_desc(p->desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, somewhere);
+  }
   if (key.bias) {
     set_desc(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, CUBLASLT_EPILOGUE_BIAS);
     set_desc(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, static_cast<int32_t>(cuda_type(key.out)));
@@ -503,4 +519,36 @@ Tensor matmul_fp8(const Tensor& a, const Tensor& b, const Tensor& scale_a, const
   return out;
 }
 
+namespace detail {
+
+bool fp8_gemm_scaled_available(Fp8GemmScales scales, Device device, int64_t m, int64_t n, int64_t k, DType a, DType b,
+                               DType out) {
+  if (!device.is_cuda() || compute_capability(device.index) != 90 || m <= 0 || n <= 0 || k <= 0 || m % 16 ||
+      n % 16 || k % 16)
+    return false;
+  if (scales == Fp8GemmScales::block128 && (n % 128 || k % 128)) return false;
+  DeviceGuard g(device);
+  const PlanKey key{device.index, m, n, k, a, b, out, false, false, false, 16, 16, 1 + static_cast<int>(scales)};
+  return plan_for(key).ok;
+}
+
+void fp8_gemm_scaled_into(Fp8GemmScales scales, const Tensor& a, const Tensor& b, const Tensor& a_scale,
+                          const Tensor& b_scale, Tensor& out) {
+  const char* op = "fp8_gemm_scaled_into";
+  const Device dev = a.device();
+  const int64_t m = a.size(0), k = a.size(1), n = b.size(0);
+  for (const Tensor* t : {&a, &b, &a_scale, &b_scale, static_cast<const Tensor*>(&out)})
+    if (alignment(t->data()) < 16) fail(op, "operands must be 16-byte aligned");
+  const bool outer = scales == Fp8GemmScales::outer;
+  if (a_scale.numel() != (outer ? m : k / 128 * m) || b_scale.numel() != (outer ? n : n / 128 * (k / 128)))
+    fail(op, "scale tensors of the wrong size");
+  if (!fp8_gemm_scaled_available(scales, dev, m, n, k, a.dtype(), b.dtype(), out.dtype()))
+    fail(op, cat("no cuBLASLt algorithm for (", m, ", ", k, ") x (", n, ", ", k, ")"));
+  DeviceGuard g(dev);
+  const PlanKey key{dev.index, m, n, k, a.dtype(), b.dtype(), out.dtype(), false, false, false, 16, 16,
+                    1 + static_cast<int>(scales)};
+  run_plan(plan_for(key), dev, a.data(), b.data(), a_scale, b_scale, nullptr, out);
+}
+
+}  // namespace detail
 }  // namespace octet

@@ -12,9 +12,10 @@ namespace octet::nn {
 namespace {
 
 Tensor fp8_linear(const char* op, detail::Fp8Variant v, const Tensor& x, const Tensor& weight, const Tensor& bias,
-                  const Code& fw, const Code& bw, int64_t bsz, int64_t bsz2) {
+                  const Code& fw, const Code& bw, int64_t bsz, int64_t bsz2,
+                  Fp8Product product = Fp8Product::simulated) {
   detail::Fp8Args p{.op = op, .a_name = "x", .b_name = "weight", .variant = v, .b_transposed = true,
-                    .bsz = bsz, .bsz2 = bsz2};
+                    .bsz = bsz, .bsz2 = bsz2, .product = product};
   Tensor y = detail::fp8_matmul(p, x, weight, fw, bw);
   return bias.defined() ? add_bias(y, bias) : y;
 }
@@ -39,7 +40,7 @@ LinearFP8Mixed::LinearFP8Mixed(int64_t in_features, int64_t out_features, bool b
 
 Tensor LinearFP8Mixed::forward(const Tensor& x) {
   return fp8_linear("LinearFP8Mixed::forward", detail::Fp8Variant::mixed, x, weight, bias, fw_code, bw_code, bsz,
-                    bsz2);
+                    bsz2, product);
 }
 
 LinearFP8Global::LinearFP8Global(int64_t in_features, int64_t out_features, bool bias, Device device, DType dtype)

@@ -372,4 +372,48 @@ void quant_internal::fake_quantize_pair(const Tensor& A, int64_t a_blocksize, co
                            Bq.data(), side.parts > 0 ? side.partial : nullptr, side.parts, s);
 }
 
+void quant_internal::e4m3_operands(const Tensor& A, int64_t a_blocksize, const Tensor& B, bool b_transposed,
+                                   const Code& code, bool block128, Tensor& A8, Tensor& a_scale, Tensor& B8,
+                                   Tensor& b_scale, Tensor* Bq) {
+  const Device dev = A.device();
+  const int64_t k = A.size(-1), rows = A.numel() / k, n = b_transposed ? B.size(0) : B.size(1);
+  detail::DeviceGuard g(dev);
+  cudaStream_t s = detail::stream(dev);
+  const kernels::QuantIndex q = detail::CodeAccess::device_index(code, dev);
+  A8 = Tensor::empty({rows, k}, DType::f8_e4m3, dev);
+  const Tensor a_absmax = Tensor::empty({blocks_of(A.numel(), a_blocksize)}, DType::f32, dev);
+  B8 = Tensor::empty({n, k}, DType::f8_e4m3, dev);
+  b_scale = Tensor::empty({block128 ? n / 128 * (k / 128) : n}, DType::f32, dev);
+  const Tensor b_absmax = Tensor::empty({1}, DType::f32, dev);
+  int parts = 0;
+  const uint32_t* hint = detail::amax_hint(B, &parts);
+  Tensor partial;
+  kernels::SideAbsmax side;
+  if (!hint) {
+    partial = Tensor::empty({kernels::side_absmax_capacity()}, DType::i32, dev);
+    side = {B.data(), B.numel(), static_cast<uint32_t*>(partial.data())};
+  }
+  kernels::quantize_blockwise_e4m3(A.dtype(), A.data(), A.numel(), q, a_blocksize,
+                                   static_cast<float*>(a_absmax.data()), static_cast<uint8_t*>(A8.data()), s,
+                                   hint ? nullptr : &side);
+  if (block128) {
+    a_scale = Tensor::empty({k / 128, rows}, DType::f32, dev);
+    kernels::expand_block_scales(static_cast<const float*>(a_absmax.data()), rows, k, a_blocksize,
+                                 static_cast<float*>(a_scale.data()), s);
+  } else {
+    a_scale = a_absmax;
+  }
+  if (!hint && side.parts > 0) hint = side.partial, parts = side.parts;
+  const float square = kernels::kE4M3Mul * kernels::kE4M3Mul;
+  kernels::quantize_global_e4m3(B.dtype(), B.data(), B.size(0), B.size(1), !b_transposed, q,
+                                static_cast<float*>(b_absmax.data()), static_cast<uint8_t*>(B8.data()), hint, parts,
+                                static_cast<float*>(b_scale.data()), b_scale.numel(), square, s);
+  if (Bq) {
+    *Bq = Tensor::empty(B.shape(), B.dtype(), dev);
+    const Tensor absmax2 = Tensor::empty({1}, DType::f32, dev);
+    kernels::quantize_global(B.dtype(), B.data(), B.numel(), q, static_cast<float*>(absmax2.data()), nullptr,
+                             Bq->data(), hint, parts, s);
+  }
+}
+
 }  // namespace octet

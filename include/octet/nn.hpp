@@ -2,6 +2,7 @@
 #pragma once
 #include <vector>
 
+#include "octet/fp8.hpp"
 #include "octet/quant.hpp"
 #include "octet/tensor.hpp"
 
@@ -39,6 +40,8 @@ class LinearFP8Mixed : public Linear {
   Tensor forward(const Tensor& x) override;
   int64_t bsz = 0, bsz2 = 0;
   Code fw_code, bw_code;
+  // Fp8Product::tensor_cores: the forward product on FP8 tensor cores where it applies (fp8.hpp).
+  Fp8Product product = Fp8Product::simulated;
 };
 
 // bitsandbytes' LinearFP8Global (which is broken upstream; here it works): forward through
