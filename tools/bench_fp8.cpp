@@ -1,6 +1,7 @@
 // Benchmarks of the fp8 family for octet bench (issue 6 "Performance", H100 targets):
 // - matmul_fp8_mixed forward, f16, 4096^3 and 8192^3, against a plain cuBLAS f16 GEMM measured in
-//   the same run (octet::matmul), as a ratio; plus its parts (the fused fake-quant passes);
+//   the same run (octet::matmul), as a ratio; plus its parts (the fused fake-quant passes); with
+//   Fp8Product::tensor_cores too, where that forward applies;
 // - forward + backward (autograd, leaves' grads dropped between runs) against the plain
 //   forward + backward as three cuBLAS GEMMs with transpose flags (the ideal baseline), and
 //   against octet::matmul through autograd;
@@ -72,6 +73,18 @@ void forward(Context& ctx, int64_t n, const char* target, const char* upstream) 
   const double rh = interleaved_ratio(ctx, plain_fn, [&](int) { (void)matmul_fp8_mixed(A, Bh, fw, bw); }, &note, &ms);
   ctx.add_value(kFamily, "matmul_fp8_mixed forward / plain, B with an amax hint, interleaved", params, rh, "x", ms,
                 target, "B = scale(B, 1), as a weight an octet op wrote; " + note);
+  // The same codes multiplied on FP8 tensor cores (Fp8Product::tensor_cores), where it applies.
+  if (fp8_tensor_core_forward(A, B, fw)) {
+    const auto tc = [&](int) { (void)matmul_fp8_mixed(A, B, fw, bw, -1, -1, Fp8Product::tensor_cores); };
+    const double rt = interleaved_ratio(ctx, plain_fn, tc, &note, &ms);
+    ctx.add_value(kFamily, "matmul_fp8_mixed forward, tensor_cores / plain, interleaved", params, rt, "x", ms, target,
+                  note);
+    const double rth = interleaved_ratio(
+        ctx, plain_fn, [&](int) { (void)matmul_fp8_mixed(A, Bh, fw, bw, -1, -1, Fp8Product::tensor_cores); }, &note,
+        &ms);
+    ctx.add_value(kFamily, "matmul_fp8_mixed forward, tensor_cores / plain, B with an amax hint, interleaved", params,
+                  rth, "x", ms, target, note);
+  }
   // Back to back (launch latency hidden): what the GPU spends per call.
   const double plain_b = ctx.time_back_to_back_ms([&](int) { (void)matmul(A, B); });
   const double fp8_b = ctx.time_back_to_back_ms([&](int) { (void)matmul_fp8_mixed(A, B, fw, bw); });
@@ -132,6 +145,14 @@ void forward_backward(Context& ctx, int64_t n) {
   const double rh = interleaved_ratio(ctx, three_gemms, fp8_hinted, &note, &ms);
   ctx.add_value(kFamily, "matmul_fp8_mixed fwd+bwd / 3 cuBLAS GEMMs, B with an amax hint, interleaved", params, rh,
                 "x", ms, "<= 1.2x", note);
+  if (fp8_tensor_core_forward(Ad, Bd, fw)) {
+    const std::function<void(int)> fp8_tc = through_autograd([&](const Tensor& a, const Tensor& b) {
+      return matmul_fp8_mixed(a, b, fw, bw, -1, -1, Fp8Product::tensor_cores);
+    });
+    const double rt = interleaved_ratio(ctx, three_gemms, fp8_tc, &note, &ms);
+    ctx.add_value(kFamily, "matmul_fp8_mixed fwd+bwd, tensor_cores forward / 3 cuBLAS GEMMs, interleaved", params, rt,
+                  "x", ms, "<= 1.2x", note);
+  }
 }
 
 template <class Layer>
