@@ -151,12 +151,18 @@ void join_side_stream(Device device) {
   OCTET_CUDA_CHECK(cudaStreamWaitEvent(main, e.join, 0));
 }
 
-void sanitizer_preset(void* p, size_t bytes, Device device) {
+namespace {
+bool sanitizer_init() {
   static const bool on = [] {
     const char* e = std::getenv("OCTET_SANITIZER_INIT");
     return e && e[0] == '1';
   }();
-  if (on && bytes > 0) OCTET_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, stream(device)));
+  return on;
+}
+}  // namespace
+
+void sanitizer_preset(void* p, size_t bytes, Device device) {
+  if (sanitizer_init() && bytes > 0) OCTET_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, stream(device)));
 }
 
 cublasHandle_t cublas_handle(Device device) {
@@ -188,7 +194,12 @@ void* cublaslt_workspace(Device device, size_t* bytes) {
   DeviceGuard guard(device);
   std::lock_guard lock(g_mutex);
   DeviceState& s = state(device.index);
-  if (!s.lt_workspace) OCTET_CUDA_CHECK(cudaMalloc(&s.lt_workspace, kBytes));
+  if (!s.lt_workspace) {
+    OCTET_CUDA_CHECK(cudaMalloc(&s.lt_workspace, kBytes));
+    // cuBLASLt's split-K reduction reads partial sums its GEMM kernel stored in the workspace,
+    // stores initcheck does not see (as for GEMM outputs): set it once under the sanitizer.
+    if (sanitizer_init()) OCTET_CUDA_CHECK(cudaMemset(s.lt_workspace, 0, kBytes));
+  }
   *bytes = kBytes;
   return s.lt_workspace;
 }

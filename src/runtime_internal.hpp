@@ -40,7 +40,8 @@ void* cublaslt_workspace(Device device, size_t* bytes);
 // initcheck pass), sets `bytes` at p to zero on the device's current stream; otherwise does nothing.
 // Called on a GEMM output just before cuBLAS/cuBLASLt writes all of it (beta = 0): initcheck does
 // not see cuBLAS's stores (the test_ops initcheck probes), so without this its reports on those
-// outputs hide octet's own.
+// outputs hide octet's own. The same switch sets the cuBLASLt workspace once when it is created
+// (cuBLASLt's split-K reduction reads partial sums stored there).
 void sanitizer_preset(void* p, size_t bytes, Device device);
 
 void* device_alloc(size_t bytes, Device device);    // stream-ordered; throws with sizes on OOM
