@@ -121,6 +121,9 @@ Tensor fp8_matmul(const Fp8Args& p, const Tensor& A, const Tensor& B, const Code
              cat("shape ", shape_str(B.shape())));
   check_block_size(p.op, "bsz", p.bsz);
   check_block_size(p.op, "bsz2", p.bsz2);
+  if (p.product != Fp8Product::simulated && p.product != Fp8Product::tensor_cores)
+    fail_arg(p.op, "product", "Fp8Product::simulated or Fp8Product::tensor_cores",
+             cat("the value ", static_cast<int>(p.product)));
 
   const int64_t n = p.b_transposed ? B.size(0) : B.size(1);
   Shape out_shape(A.shape().begin(), A.shape().end() - 1);

@@ -1,5 +1,6 @@
 // Tests of matmul_fp8_mixed's tensor-core forward (Fp8Product::tensor_cores, fp8.hpp) and of its
-// operands (quant_internal::e4m3_operands), CUDA only: the CPU always runs the simulated product.
+// operands (quant_internal::e4m3_operands), on CUDA; and that the CPU, which always runs the
+// simulated product, gives its bits.
 // - Operands: A8/B8 must be, byte for byte, e4m3(code[q] * 240) of the codes q that
 //   quantize_blockwise / quantize give on the CPU (B8 transposed to (N, K) for a (K, N) B), with
 //   the same absmax; b_scale = max |B| / 240^2; Bq equal to fake_quantize(B).
@@ -259,15 +260,29 @@ OCTET_CUDA_TEST("matmul_fp8_mixed tensor_cores: the simulated forward where it d
     CHECK(test::bitwise_equal(matmul_fp8_mixed(A, B, fw, e5m2(), c.bsz, -1, Fp8Product::tensor_cores),
                               matmul_fp8_mixed(A, B, fw, e5m2(), c.bsz, -1)));
   }
-  // The CPU never takes it.
+  if (!hopper()) {
+    const Tensor A = randn({64, 64}, DType::f16, kCuda), B = randn({64, 64}, DType::f16, kCuda);
+    CHECK(!fp8_tensor_core_forward(A, B, e4m3()));
+    CHECK(test::bitwise_equal(matmul_fp8_mixed(A, B, e4m3(), e5m2(), -1, -1, Fp8Product::tensor_cores),
+                              matmul_fp8_mixed(A, B, e4m3(), e5m2())));
+  }
+}
+
+// The CPU never takes it: the simulated product, bit for bit; a product value outside the enum
+// is an error.
+TEST_CASE("matmul_fp8_mixed tensor_cores: the CPU runs the simulated forward [cpu]") {
+  manual_seed(15);
   const Tensor A = randn({64, 64}, DType::f16), B = randn({64, 64}, DType::f16);
   CHECK(!fp8_tensor_core_forward(A, B, e4m3()));
   CHECK(test::bitwise_equal(matmul_fp8_mixed(A, B, e4m3(), e5m2(), -1, -1, Fp8Product::tensor_cores),
                             matmul_fp8_mixed(A, B, e4m3(), e5m2())));
-  if (!hopper()) {
-    const Tensor Ad = A.to(kCuda), Bd = B.to(kCuda);
-    CHECK(!fp8_tensor_core_forward(Ad, Bd, e4m3()));
-    CHECK(test::bitwise_equal(matmul_fp8_mixed(Ad, Bd, e4m3(), e5m2(), -1, -1, Fp8Product::tensor_cores),
-                              matmul_fp8_mixed(Ad, Bd, e4m3(), e5m2())));
-  }
+  nn::LinearFP8Mixed layer(64, 32, true, Device::cpu(), DType::f16);
+  layer.product = Fp8Product::tensor_cores;
+  const Tensor y = layer.forward(A);
+  layer.product = Fp8Product::simulated;
+  CHECK(test::bitwise_equal(y, layer.forward(A)));
+  CHECK_THROWS_WITH_AS(matmul_fp8_mixed(A, B, e4m3(), e5m2(), -1, -1, static_cast<Fp8Product>(7)),
+                       doctest::Contains("matmul_fp8_mixed: argument 'product': expected Fp8Product::simulated or "
+                                         "Fp8Product::tensor_cores"),
+                       Error);
 }
