@@ -600,7 +600,7 @@ __global__ void __launch_bounds__(NG * kThreads, NG == 1 ? 3 : 1)
         if (tile + D * G < full) load_tile<T, J, V>(X, A, (tile + D * G) * kTile + off);
         if constexpr (kSide) sw.load(off);
         quantize_tile<T, B, Fake, F8, Cm, true, J, V>(rm, finite, v, tile * kTile + off, it, n, true, L, gabs, gd, g,
-                                                  absmax, codes, fake);
+                                                      absmax, codes, fake);
         if constexpr (kSide) sw.add();
         tile += G, ++it;
       }
@@ -613,7 +613,7 @@ __global__ void __launch_bounds__(NG * kThreads, NG == 1 ? 3 : 1)
         if (tile + 2 * G < full) load_tile<T, J, V>(Y, A, (tile + 2 * G) * kTile + off);
         if constexpr (kSide) sw.load(off);
         quantize_tile<T, B, Fake, F8, Cm, true, J, V>(rm, finite, v, tile * kTile + off, it, n, true, L, gabs, gd, g,
-                                                  absmax, codes, fake);
+                                                      absmax, codes, fake);
         if constexpr (kSide) sw.add();
         tile += G, ++it;
       }
@@ -623,8 +623,8 @@ __global__ void __launch_bounds__(NG * kThreads, NG == 1 ? 3 : 1)
       float v[J][V];
 #pragma unroll
       for (int j = 0; j < J; ++j) load_vec<T, V>(A, base + j * 32 * V, n, aligned, v[j]);
-      quantize_tile<T, B, Fake, F8, Cm, false, J, V>(nullptr, false, v, base, it, n, aligned, L, gabs, gd, g, absmax, codes,
-                                                 fake);
+      quantize_tile<T, B, Fake, F8, Cm, false, J, V>(nullptr, false, v, base, it, n, aligned, L, gabs, gd, g, absmax,
+                                                     codes, fake);
     }
   };
   if (c.entries > 0)
@@ -709,7 +709,8 @@ __global__ void __launch_bounds__(kThreads) table16_kernel(const qi::Tables* __r
   if constexpr (Fake) {
     static_cast<uint16_t*>(table)[p] = to_bits16(store_f32<T>(__fmul_rn(gtab->code[q], gabs)));
   } else if constexpr (F8) {
-    static_cast<uint8_t*>(table)[p] = __nv_cvt_float_to_fp8(__fmul_rn(gtab->code[q], kE4M3Mul), __NV_SATFINITE, __NV_E4M3);
+    static_cast<uint8_t*>(table)[p] =
+        __nv_cvt_float_to_fp8(__fmul_rn(gtab->code[q], kE4M3Mul), __NV_SATFINITE, __NV_E4M3);
     for (int64_t i = p; i < scale_n; i += kPatterns) scale[i] = __fdiv_rn(gabs, scale_div);
   } else {
     static_cast<uint8_t*>(table)[p] = static_cast<uint8_t>(q);
@@ -775,7 +776,8 @@ __global__ void __launch_bounds__(kMapThreads, 1)
 // FP8 GEMM wants its operands K-major, and a (K, N) B is not. Tiles of kTRows x kTCols, walked by
 // a persistent grid (the table is loaded once per CUDA block). A thread loads kTRowsPerThread rows
 // of 8 columns (16-byte vectors), maps them and writes each column's 4 bytes as one word into the
-// transposed tile in shared memory (row stride kTRows / 4 + 1 words: no bank conflicts); then
+// transposed tile in shared memory (row stride kTRows / 4 + 1 words: the reads are free of bank
+// conflicts, the writes 2-way); then
 // the tile leaves as 16-byte vectors of output rows. Requires rows % 16 == 0, cols % 8 == 0 and
 // 16-byte aligned pointers (the caller's conditions for the FP8 GEMM).
 constexpr int kTThreads = 256, kTCols = 64, kTRowsPerThread = 4;
@@ -799,7 +801,8 @@ __global__ void __launch_bounds__(kTThreads)
 #pragma unroll
     for (int k = 0; k < kTRowsPerThread; ++k) {
       const int64_t r = r0 + r4 * kTRowsPerThread + k;
-      x[k] = r < rows && col < cols ? __ldcs(reinterpret_cast<const uint4*>(A + r * cols + col)) : make_uint4(0, 0, 0, 0);
+      x[k] = r < rows && col < cols ? __ldcs(reinterpret_cast<const uint4*>(A + r * cols + col))
+                                    : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
     for (int q = 0; q < 8; ++q) {
@@ -1097,7 +1100,8 @@ void table16_e4m3(const T* A, int64_t rows, int64_t cols, bool transpose, const 
   if (!transpose) {
     const auto kernel = table16_map_kernel<false>;
     OCTET_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kPatterns));
-    const unsigned grid = persistent_grid(kernel, kPatterns, (n + kMapThreads * 8 - 1) / (kMapThreads * 8), kMapThreads);
+    const unsigned grid =
+        persistent_grid(kernel, kPatterns, (n + kMapThreads * 8 - 1) / (kMapThreads * 8), kMapThreads);
     kernel<<<grid, kMapThreads, kPatterns, s>>>(reinterpret_cast<const uint16_t*>(A), n,
                                                 static_cast<const uint4*>(table), out, nullptr,
                                                 aligned16(A) && aligned16(out));

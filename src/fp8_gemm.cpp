@@ -123,8 +123,10 @@ std::unique_ptr<Plan> make_plan(const PlanKey& key) {
   if (key.scales != 0) {
     // cuBLASLt's A is our b, its B our a.
     const bool outer = key.scales == 1 + static_cast<int>(detail::Fp8GemmScales::outer);
-    const int32_t mode_a = outer ? CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F : CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
-    const int32_t mode_b = outer ? CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F : CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+    const int32_t mode_a =
+        outer ? CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F : CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
+    const int32_t mode_b =
+        outer ? CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F : CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
     set_desc(p->desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, mode_a);
     set_desc(p->desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, mode_b);
     // The heuristic finds no algorithm for vector scales whose pointers are null; run_plan sets

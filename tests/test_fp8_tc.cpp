@@ -124,7 +124,8 @@ OCTET_CUDA_TEST("e4m3_operands: codes, absmax and scales equal the CPU quantizat
           const std::vector<float> am = qa.state.absmax.to_vector<float>();
           std::vector<float> want(static_cast<size_t>(m * (k / 128)));
           for (int64_t c = 0; c < k / 128; ++c)
-            for (int64_t i = 0; i < m; ++i) want[static_cast<size_t>(c * m + i)] = am[static_cast<size_t>((i * k + c * 128) / bs)];
+            for (int64_t i = 0; i < m; ++i)
+              want[static_cast<size_t>(c * m + i)] = am[static_cast<size_t>((i * k + c * 128) / bs)];
           CHECK(test::bitwise_equal(a_scale, Tensor::from_vector(want).reshape({k / 128, m})));
         }
         const Tensor b8 = expected_e4m3(qb, B.size(0), B.size(1));
@@ -141,7 +142,8 @@ OCTET_CUDA_TEST("e4m3_operands: codes, absmax and scales equal the CPU quantizat
         int64_t off = 0;
         for (size_t i = 0; i < idx.size(); ++i) {
           const double want = static_cast<double>(code[idx[i]]) * 240.0;
-          const double tol = std::ldexp(std::fabs(want), -23) + (std::fabs(want) >= std::ldexp(1.0, -6) ? 0.0 : std::ldexp(1.0, -10));
+          const double tol =
+              std::ldexp(std::fabs(want), -23) + (std::fabs(want) >= std::ldexp(1.0, -6) ? 0.0 : std::ldexp(1.0, -10));
           if (!(std::fabs(a8[i] - want) <= tol))
             ++off;
         }
