@@ -50,7 +50,7 @@ void quantize_global(DType t, const void* A, int64_t n, const QuantIndex& q, flo
                      void* fake_out, const uint32_t* hint, int hint_parts, cudaStream_t s);
 inline constexpr int64_t kTable16MinNumel = int64_t{1} << 19;
 
-// The operands of the tensor-core FP8 matmul (src/fp8.cpp, f16/bf16 inputs) for a code whose
+// The operands of the tensor-core FP8 matmul (src/fp8_simulated.cpp, f16/bf16 inputs) for a code whose
 // values times kE4M3Mul are E4M3 numbers (bitsandbytes' fp8_e4m3 table: e / 480 with e an
 // E4M3-like value up to 480, so code * 240 = e / 2 is an E4M3 (fn) number except below 2^-6,
 // where RN takes the nearest one). Codes and absmax are those of quantize_blockwise / quantize.

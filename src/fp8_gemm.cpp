@@ -29,7 +29,7 @@
 #include "src/check.hpp"
 #include "src/cpu/fp8_gemm.hpp"
 #include "src/cuda_check.hpp"
-#include "src/fp8_internal.hpp"
+#include "src/fp8_simulated_internal.hpp"
 #include "src/runtime_internal.hpp"
 
 namespace octet {

@@ -1,4 +1,4 @@
-// Internal row-major GEMM with transpose flags, shared by the core ops and the fp8 family
+// Internal row-major GEMM with transpose flags, shared by the core ops and the fp8_simulated family
 // (defined in src/ops.cpp; no autograd, no validation).
 #pragma once
 #include <cstdint>

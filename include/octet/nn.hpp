@@ -2,7 +2,7 @@
 #pragma once
 #include <vector>
 
-#include "octet/fp8.hpp"
+#include "octet/fp8_simulated.hpp"
 #include "octet/quant.hpp"
 #include "octet/tensor.hpp"
 
@@ -31,7 +31,7 @@ class Linear : public Module {
 };
 
 // bitsandbytes' LinearFP8Mixed: forward through matmul_fp8_mixed(x, weight^T) (+ bias) with
-// bsz = pick(in), bsz2 = pick(out) (fp8.hpp; pick(0) = 64); E4M3/E5M2 code tables created
+// bsz = pick(in), bsz2 = pick(out) (fp8_simulated.hpp; pick(0) = 64); E4M3/E5M2 code tables created
 // with the layer on its device. x must have the weight's dtype.
 class LinearFP8Mixed : public Linear {
  public:
@@ -40,7 +40,7 @@ class LinearFP8Mixed : public Linear {
   Tensor forward(const Tensor& x) override;
   int64_t bsz = 0, bsz2 = 0;
   Code fw_code, bw_code;
-  // Fp8Product::tensor_cores: the forward product on FP8 tensor cores where it applies (fp8.hpp).
+  // Fp8Product::tensor_cores: the forward product on FP8 tensor cores where it applies (fp8_simulated.hpp).
   Fp8Product product = Fp8Product::simulated;
 };
 

@@ -6,7 +6,7 @@
 #include "octet/device.hpp"
 #include "octet/dtype.hpp"
 #include "octet/error.hpp"
-#include "octet/fp8.hpp"
+#include "octet/fp8_simulated.hpp"
 #include "octet/fp8_gemm.hpp"
 #include "octet/io.hpp"
 #include "octet/nn.hpp"

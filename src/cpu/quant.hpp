@@ -68,11 +68,11 @@ Tensor fake_quantize_forked(const Tensor& A, const Code& code, int64_t blocksize
 // so B needs one more pass, not two. Otherwise the two plain calls.
 void fake_quantize_pair(const Tensor& A, int64_t a_blocksize, const Tensor& B, const Code& code, Tensor& Aq,
                         Tensor& Bq);
-// The tensor-core FP8 forward's operands (src/fp8.cpp; CUDA, A and B f16 or bf16 of one device,
+// The tensor-core FP8 forward's operands (src/fp8_simulated.cpp; CUDA, A and B f16 or bf16 of one device,
 // A (..., K) non-empty, code == Code::fp8_e4m3(), B (K, N), or (N, K) when b_transposed, with N
 // and K multiples of 16): A8 (rows, K) and B8 (N, K) are f8_e4m3 tensors of
 // e4m3(code[q] * kernels::kE4M3Mul) for A's blockwise codes q (a_blocksize) and B's global codes;
-// with the scales of detail::Fp8GemmScales (src/fp8_internal.hpp): a_scale is A's block absmax,
+// with the scales of detail::Fp8GemmScales (src/fp8_simulated_internal.hpp): a_scale is A's block absmax,
 // per row (blocks = rows) or, block128 (rows holding whole blocks of 128 or more), per 128
 // elements as (K / 128, rows); b_scale = max |B| / kE4M3Mul^2, N of them, or (N / 128) * (K / 128)
 // with block128. Bq (when given): B's fake-quantize from the same max |B|. max |B| comes from

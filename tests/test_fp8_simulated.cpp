@@ -1,4 +1,4 @@
-// Tests of the fp8 family (matmul_fp8_mixed/global, fp8_block_sizes) and of the FP8 linear
+// Tests of the fp8_simulated family (matmul_fp8_mixed/global, fp8_block_sizes) and of the FP8 linear
 // layers (nn::LinearFP8Mixed/Global), on both devices, against the spec-5 formulas:
 // - fake-quantized operands (fused kernels) must equal quantize -> dequantize bit for bit;
 // - every product must lie within GEMM rounding of the f64 product of those operands
@@ -13,7 +13,7 @@
 #include <memory>
 #include <utility>
 
-#include "src/fp8_internal.hpp"
+#include "src/fp8_simulated_internal.hpp"
 #include "tests/helpers.hpp"
 
 using namespace octet;

@@ -3,10 +3,10 @@
 // matmul core as B held transposed (detail::Fp8Args::b_transposed), so no weight^T copy is made;
 // values and gradients equal matmul_fp8_*(x, weight.t(), ...). Codes are created with the layer,
 // on its device (upstream creates them lazily on the first input's device).
-#include "octet/fp8.hpp"
+#include "octet/fp8_simulated.hpp"
 #include "octet/nn.hpp"
 #include "octet/ops.hpp"
-#include "src/fp8_internal.hpp"
+#include "src/fp8_simulated_internal.hpp"
 
 namespace octet::nn {
 namespace {

@@ -1,4 +1,4 @@
-// Tests of matmul_fp8_mixed's tensor-core forward (Fp8Product::tensor_cores, fp8.hpp) and of its
+// Tests of matmul_fp8_mixed's tensor-core forward (Fp8Product::tensor_cores, fp8_simulated.hpp) and of its
 // operands (quant_internal::e4m3_operands), on CUDA; and that the CPU, which always runs the
 // simulated product, gives its bits.
 // - Operands: A8/B8 must be, byte for byte, e4m3(code[q] * 240) of the codes q that
@@ -13,7 +13,7 @@
 #include <cmath>
 
 #include "src/cpu/quant.hpp"
-#include "src/fp8_internal.hpp"
+#include "src/fp8_simulated_internal.hpp"
 #include "tests/helpers.hpp"
 
 using namespace octet;

@@ -1,4 +1,4 @@
-// Dispatch and validation of the fp8 family (fp8.hpp): bitsandbytes' simulated FP8 matmuls.
+// Dispatch and validation of the fp8_simulated family (fp8_simulated.hpp): bitsandbytes' simulated FP8 matmuls.
 // Conventions (spec section 5, DESIGN differences):
 // - An operand is "fake-quantized" (quantize + dequantize, fused in one pass by the quant family)
 //   on a detached tensor; the product is one row-major GEMM over all rows of A (3-D A flattened),
@@ -12,7 +12,7 @@
 // - Fp8Product::tensor_cores (mixed forward only, where tensor_core_scales applies): E4M3 codes
 //   of A and B (quant_internal::e4m3_operands, one pass each; B's written as (N, K): the FP8 GEMM
 //   wants both operands K-major) into detail::fp8_gemm_scaled_into.
-#include "octet/fp8.hpp"
+#include "octet/fp8_simulated.hpp"
 
 #include <cstdint>
 #include <cstdlib>
@@ -24,7 +24,7 @@
 #include "src/amax_hint.hpp"
 #include "src/check.hpp"
 #include "src/cpu/quant.hpp"
-#include "src/fp8_internal.hpp"
+#include "src/fp8_simulated_internal.hpp"
 #include "src/gemm.hpp"
 #include "src/runtime_internal.hpp"
 

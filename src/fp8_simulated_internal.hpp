@@ -1,10 +1,10 @@
-// Internal entry points of the fp8 family, shared by src/fp8.cpp, src/nn_fp8.cpp and the
+// Internal entry points of the fp8_simulated family, shared by src/fp8_simulated.cpp, src/nn_linear_fp8_simulated.cpp and the
 // benchmark: the FP8 matmul core with B optionally held transposed (a Linear's weight, so no
 // transposed copy is made). Its GEMMs are detail::gemm_into (src/gemm.hpp).
 #pragma once
 #include <string_view>
 
-#include "octet/fp8.hpp"
+#include "octet/fp8_simulated.hpp"
 
 namespace octet::detail {
 
@@ -23,7 +23,7 @@ struct Fp8Args {
 // matmul_fp8_mixed / matmul_fp8_global (A @ B, or A @ B^T when b_transposed), differentiable.
 Tensor fp8_matmul(const Fp8Args& args, const Tensor& A, const Tensor& B, const Code& fw_code, const Code& bw_code);
 // Whether the mixed forward of A @ B (B^T when b_transposed) runs on FP8 tensor cores
-// (Fp8Product::tensor_cores; fp8.hpp lists the conditions); bsz as passed (-1: picked).
+// (Fp8Product::tensor_cores; fp8_simulated.hpp lists the conditions); bsz as passed (-1: picked).
 bool fp8_tensor_core_forward(const Tensor& A, const Tensor& B, bool b_transposed, const Code& fw_code, int64_t bsz);
 // The scales of the tensor-core FP8 GEMM below (cuBLASLt scale modes, compute capability 9.0):
 // - outer: a_scale (M) per row of a, b_scale (N) per row of b (OUTER_VEC_32F);
