@@ -1,7 +1,7 @@
 // The index rule of 8-bit quantization and the scale rules, shared by the CPU reference
 // (g++) and the CUDA kernels (nvcc): every function here is __host__ __device__ and uses only
 // comparisons and single float operations, so both devices give the same bits.
-// - closed_form(): the spec's rule (docs/quant.md): k = #entries < x, then one comparison with
+// - closed_form(): the index rule (docs/quant.md, 'Index rule'): k = #entries < x, then one comparison with
 //   the float32 midpoint mid[a] = (code[a] + code[a+1]) * 0.5 of the bracketing pair, ties to
 //   the even index, NaN -> 0, no clamping. Identical to bitsandbytes' binary search.
 // - lut_index(): the kernels' fast path. Buckets of the float's bits (per sign: an exponent

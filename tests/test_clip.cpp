@@ -50,7 +50,7 @@ double sum_squares(const Tensor& g) {
   return s;
 }
 
-// Host model of one step on a history of squared norms (spec section 4).
+// Host model of one step on a history of squared norms (docs/clip.md, 'Semantics').
 struct Expected {
   double gnorm, clip, scale;
 };
@@ -107,11 +107,7 @@ void golden_sequence(Device d) {
   CHECK(state.step.item() == 13);
 }
 
-OCTET_GOLDEN_TEST("percentile_clipping golden pclip.f32 (12 steps) [cpu]") { golden_sequence(Device::cpu()); }
-TEST_CASE("percentile_clipping golden pclip.f32 (12 steps) [cuda]" *
-          doctest::skip(!test::has_gpu() || !test::golden_available())) {
-  golden_sequence(Device::cuda(0));
-}
+OCTET_TEST_BOTH("percentile_clipping golden pclip.f32 (12 steps)", golden_sequence)
 
 // --- semantics ---------------------------------------------------------------------------------
 
@@ -506,8 +502,8 @@ void structured_norm(Device d, int64_t low) {
 void structured_norm_small(Device d) { structured_norm(d, int64_t{1} << 20); }
 OCTET_TEST_BOTH("percentile_clipping and scale_by_ on a structured gradient of 2^20 + 40961 elements: exact norm", structured_norm_small)
 
-OCTET_CUDA_TEST("percentile_clipping and scale_by_ on 2^31 + 40961 elements (OCTET_LARGE=1)") {
-  if (!test::large_enabled("about 9 GB of GPU memory")) return;
+// Needs about 9 GB of GPU memory.
+OCTET_LARGE_TEST("percentile_clipping and scale_by_ on 2^31 + 40961 elements (OCTET_LARGE=1)") {
   structured_norm(Device::cuda(0), int64_t{1} << 31);
 }
 

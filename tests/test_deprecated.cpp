@@ -1,10 +1,11 @@
-// Port of bitsandbytes 0.49.2 tests/test_deprecated.py (spec section 7): the same four tests with
+// Port of bitsandbytes 0.49.2 tests/test_deprecated.py (docs/testing.md, 'The port of
+// test_deprecated.py'): the same four tests with
 // the same parameters, iterations and thresholds, on every available device. Each upstream item
 // is one doctest case per device ("[cpu]" always runs, "[cuda]" is skipped without a GPU), named
 // like pytest's id, e.g. test_matmul_fp8[matmul_fp8_mixed-fp16-transpose=FT-req_grad=TTT-dim4=67-
 // dim3=35-dim2=46-dim1=56]: 1 + 2 + 128 + 1 = 132 cases per device. Upstream skips the 128
 // test_matmul_fp8 items; here they run. torch's conftest seeds 0 before every test: so do we.
-// Where the upstream test has a bug (spec 8.1) the intended property is tested; see the comments.
+// Where the upstream test has a bug the intended property is tested; see the comments.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -41,7 +42,7 @@ double abs_sum(const Tensor& t) {
   return s;
 }
 
-// test_dynamic_quantization, spec 7.1 (global quantize/dequantize with the dynamic table).
+// test_dynamic_quantization (global quantize/dequantize with the dynamic table).
 void test_dynamic_quantization(Device dev) {
   manual_seed(0);
   for (int i = 0; i < 100; ++i) {
@@ -59,7 +60,7 @@ void test_dynamic_quantization(Device dev) {
   }
 }
 
-// test_percentile_clipping(gtype), spec 7.2.
+// test_percentile_clipping(gtype).
 void test_percentile_clipping(Device d, DType gtype) {
   manual_seed(0);
   std::vector<float> gnorm_vec1(100, 0.0f);
@@ -72,7 +73,7 @@ void test_percentile_clipping(Device d, DType gtype) {
     const float gnorm1 = scalar(r.gnorm), clip2 = scalar(r.clip_value), gnorm_scale = scalar(r.scale);
     // Upstream writes `assert gnorm_scale == 1.0 if gnorm1 < clip2 else clip2 / gnorm1`: the
     // conditional binds looser than ==, so the else branch only asserts that the tensor
-    // clip2 / gnorm1 is truthy and can never fail (spec 8.1.1). Here the intended rule, with the
+    // clip2 / gnorm1 is truthy and can never fail (operator precedence). Here the intended rule, with the
     // implementation's comparison (scale is 1 exactly when gnorm <= clip).
     if (gnorm1 <= clip2) CHECK(gnorm_scale == 1.0f);
     else CHECK(gnorm_scale == clip2 / gnorm1);
@@ -94,13 +95,13 @@ void test_percentile_clipping(Device d, DType gtype) {
 void test_percentile_clipping_float(Device d) { test_percentile_clipping(d, DType::f32); }
 void test_percentile_clipping_half(Device d) { test_percentile_clipping(d, DType::f16); }
 
-// test_matmul_fp8(dim1, dim2, dim3, dim4, funcs, dtype, req_grad, transpose), spec 7.3.
+// test_matmul_fp8(dim1, dim2, dim3, dim4, funcs, dtype, req_grad, transpose).
 void test_matmul_fp8(std::string_view func, std::string_view dt, std::string_view transpose,
                      std::string_view req, int64_t dim2, Device d) {
-  const int64_t dim3 = 35, dim4 = 67;  // dim1 = 56 is drawn upstream but never used (spec 8.1.3)
+  const int64_t dim3 = 35, dim4 = 67;  // dim1 = 56 is drawn upstream but never used
   const bool global = func == "matmul_fp8_global";
   const DType dtype = dt == "fp16" ? DType::f16 : DType::f32;
-  // TRANSPOSE_VALS never transposes A; upstream has no branch for it (spec 8.1.4).
+  // TRANSPOSE_VALS never transposes A; upstream has no branch for it.
   REQUIRE(transpose[0] == 'F');
   const bool trans_b = transpose[1] == 'T';
   bool req_grad[3] = {req[0] == 'T', req[1] == 'T', req[2] == 'T'};
@@ -114,7 +115,7 @@ void test_matmul_fp8(std::string_view func, std::string_view dt, std::string_vie
     if (req_grad[0]) A.requires_grad_();
     if (req_grad[1]) {
       B.requires_grad_();
-      target.requires_grad_();  // as upstream (harmless, spec 8.1.5)
+      target.requires_grad_();  // as upstream (harmless)
     }
     const Code fw_code(create_fp8_map(true, 4, 3, 8), "e4m3"), bw_code(create_fp8_map(true, 5, 2, 8), "e5m2");
     // Two separate B.t() calls, as upstream: each graph has its own transpose node.
@@ -156,7 +157,7 @@ void test_matmul_fp8(std::string_view func, std::string_view dt, std::string_vie
   }
 }
 
-// test_fp8linear, spec 7.4. Upstream rebinds b (batch size, then the output) and checks only the
+// test_fp8linear. Upstream rebinds b (batch size, then the output) and checks only the
 // first layer's gradients (8.1.6); the same assertions here.
 void test_fp8linear(Device d) {
   manual_seed(0);

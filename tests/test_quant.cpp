@@ -1,4 +1,4 @@
-// Tests of the quant family: code tables (golden + SHA-256 of the spec), the index rule (closed
+// Tests of the quant family: code tables (golden + the SHA-256 of bitsandbytes' tables), the index rule (closed
 // form vs a literal port of bitsandbytes' binary search vs the kernels' LUT), CPU semantics,
 // golden outputs of bitsandbytes 0.49.2 with the documented reciprocal deltas identified,
 // CPU vs CUDA bit for bit, edge inputs, bad arguments, nested absmax, fake-quantize and a
@@ -31,58 +31,9 @@ constexpr std::initializer_list<int64_t> kBlocksizes = {32, 64, 128, 256, 512, 1
 uint32_t bits(float x) { return qi::float_bits(x); }
 float from_bits(uint32_t u) { return qi::bits_float(u); }
 
-// ---- SHA-256 (FIPS 180-4), for the table hashes of the spec ----
-std::string sha256(const void* data, size_t len) {
-  static const uint32_t k[64] = {
-      0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-      0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-      0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-      0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-      0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-      0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-      0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-      0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
-  uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-  std::vector<uint8_t> m(static_cast<const uint8_t*>(data), static_cast<const uint8_t*>(data) + len);
-  m.push_back(0x80);
-  while (m.size() % 64 != 56) m.push_back(0);
-  for (int i = 7; i >= 0; --i) m.push_back(static_cast<uint8_t>((uint64_t{len} * 8) >> (8 * i)));
-  auto rotr = [](uint32_t x, int n) { return (x >> n) | (x << (32 - n)); };
-  for (size_t off = 0; off < m.size(); off += 64) {
-    uint32_t w[64];
-    for (int i = 0; i < 16; ++i)
-      w[i] = uint32_t{m[off + 4 * i]} << 24 | uint32_t{m[off + 4 * i + 1]} << 16 | uint32_t{m[off + 4 * i + 2]} << 8 |
-             m[off + 4 * i + 3];
-    for (int i = 16; i < 64; ++i) {
-      const uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
-      const uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
-      w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    uint32_t a[8];
-    std::copy(h, h + 8, a);
-    for (int i = 0; i < 64; ++i) {
-      const uint32_t t1 =
-          a[7] + (rotr(a[4], 6) ^ rotr(a[4], 11) ^ rotr(a[4], 25)) + ((a[4] & a[5]) ^ (~a[4] & a[6])) + k[i] + w[i];
-      const uint32_t t2 =
-          (rotr(a[0], 2) ^ rotr(a[0], 13) ^ rotr(a[0], 22)) + ((a[0] & a[1]) ^ (a[0] & a[2]) ^ (a[1] & a[2]));
-      for (int j = 7; j > 0; --j) a[j] = a[j - 1];
-      a[4] += t1;
-      a[0] = t1 + t2;
-    }
-    for (int i = 0; i < 8; ++i) h[i] += a[i];
-  }
-  std::string hex;
-  char buf[9];
-  for (uint32_t v : h) {
-    std::snprintf(buf, sizeof buf, "%08x", v);
-    hex += buf;
-  }
-  return hex;
-}
-
 std::string sha_of(const Tensor& table) {
   const auto v = table.to_vector<float>();
-  return sha256(v.data(), v.size() * sizeof(float));
+  return test::sha256(v.data(), v.size() * sizeof(float));
 }
 
 // ---- bitsandbytes' dQuantize (csrc/kernels.cu, non-stochastic), ported literally ----
@@ -117,7 +68,7 @@ struct NamedTable {
   Code code;
   Tensor table;
   const char* golden;
-  const char* sha;  // "" when the spec lists none
+  const char* sha;  // SHA-256 of bitsandbytes 0.49.2's table; "" where none is checked
 };
 
 std::vector<NamedTable> tables() {
@@ -188,16 +139,28 @@ using test::view;
 
 // ================================ tables ================================
 
-TEST_CASE("code tables equal bitsandbytes 0.49.2 bit for bit (SHA-256 of the spec)") {
+TEST_CASE("golden file tests/data/bnb-0.49.2.safetensors: present, SHA-256 as documented, 77 tensors") {
+  // The SHA-256 itself, on FIPS 180-4's examples (one block, empty, two blocks after padding).
+  CHECK(test::sha256("abc", 3) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  CHECK(test::sha256("", 0) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  const char* two_blocks = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+  CHECK(test::sha256(two_blocks, 56) == "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  // golden() checks the file's SHA-256 against tests/data/README.md's and says what is wrong.
+  REQUIRE_NOTHROW(test::golden());
+  CHECK(test::golden().size() == 77);
+  CHECK(load_safetensors_metadata(test::golden_file()).at("source") == "bitsandbytes 0.49.2");
+}
+
+TEST_CASE("code tables equal bitsandbytes 0.49.2 bit for bit (SHA-256 of its tables)") {
   for (const auto& t : tables()) {
     CAPTURE(std::string(t.name));
     CHECK(t.table.dtype() == DType::f32);
     CHECK(t.table.shape() == Shape{256});
     if (*t.sha) CHECK(sha_of(t.table) == t.sha);
-    if (test::golden_available()) CHECK(test::bitwise_equal(t.table, test::golden(t.golden)));
+    CHECK(test::bitwise_equal(t.table, test::golden(t.golden)));
     CHECK(t.code.values() == t.table.to_vector<float>());
   }
-  // Values the spec lists.
+  // Values of bitsandbytes 0.49.2's dynamic table (docs/quant.md, 'Code tables').
   const auto d = create_dynamic_map().to_vector<float>();
   CHECK(bits(d[0]) == 0xbf7e3333u);
   CHECK(d[255] == 1.0f);
@@ -223,7 +186,7 @@ TEST_CASE("code tables equal bitsandbytes 0.49.2 bit for bit (SHA-256 of the spe
   CHECK(lin[127] == 0.0f);
   CHECK(lin[128] == 3.7252903e-09f);
   CHECK(lin[255] == 1.0f);
-  // The non-fused linspace would give another table (spec 1.1): the fused form matters.
+  // The non-fused linspace would give another table (docs/quant.md, 'Code tables'): the fused form matters.
   CHECK(sha_of(create_dynamic_map()) != "dad4c269c3243d1705f6b979dccb61efb8d1074812ecf8d79255a82f60671763");
 }
 
@@ -279,7 +242,7 @@ TEST_CASE("closed form == bitsandbytes' binary search on every table (all midpoi
     for (float x : xs) bad += qi::closed_form(tab.code, tab.mid, x) != bnb_index(tab.code, x);
     CHECK(bad == 0);
   }
-  // Spec facts: NaN -> 0, ±0 -> the zero code, beyond the ends -> 0 / 255, ties go to even.
+  // Index rule facts (docs/quant.md, 'Index rule'): NaN -> 0, ±0 -> the zero code, beyond the ends -> 0 / 255, ties go to even.
   const qi::Tables d = cpu::index_tables(Code().values().data());
   CHECK(qi::closed_form(d.code, d.mid, kNaN) == 0);
   CHECK(qi::closed_form(d.code, d.mid, 0.0f) == 127);
@@ -566,7 +529,6 @@ void golden_global(Device dev, const std::string& key) {
 }
 
 void golden_all(Device dev) {
-  if (!test::golden_available()) return;
   golden_blockwise(dev, "block.f32.bs64.n5000", Code(), 64);
   golden_blockwise(dev, "block.f32.bs256.n5000", Code(), 256);
   golden_blockwise(dev, "block.f32.bs4096.n5000", Code(), 4096);
@@ -634,7 +596,8 @@ void zero_blocks(Device dev) {
   const Quantized qn = quantize_blockwise(Tensor::full({64}, NAN, DType::f32, dev), Code(), 64);
   CHECK(qn.state.absmax.to_vector<float>() == std::vector<float>{0.0f});
   CHECK(qn.codes.to_vector<uint8_t>() == std::vector<uint8_t>(64, 0));
-  // Global: NaN propagates to absmax, Inf gives NaN / -Inf on dequantize (spec 2).
+  // Global: NaN propagates to absmax, Inf gives NaN / -Inf on dequantize (docs/quant.md,
+  // 'Special values').
   const Quantized gn = quantize(host_tensor({1.0f, kNaN, -2.0f}).to(dev));
   CHECK(std::isnan(gn.state.absmax.to_vector<float>()[0]));
   CHECK(gn.codes.to_vector<uint8_t>() == std::vector<uint8_t>(3, 0));
@@ -1199,8 +1162,8 @@ OCTET_CUDA_TEST("kernels write every output element (poisoned buffers) and handl
 
 // ================================ more than 2^31 elements ================================
 
-OCTET_CUDA_TEST("quantize_blockwise, quantize and dequantize on 2^31 + 13288 elements (OCTET_LARGE=1)") {
-  if (!test::large_enabled("about 12 GB of GPU memory")) return;
+// Needs about 12 GB of GPU memory.
+OCTET_LARGE_TEST("quantize_blockwise, quantize and dequantize on 2^31 + 13288 elements (OCTET_LARGE=1)") {
   const Device cuda = Device::cuda(0);
   const int64_t n = (int64_t{1} << 31) + 3 * 4096 + 1000;  // a partial last block
   manual_seed(9);

@@ -1,5 +1,7 @@
 // octet bench: measures the ceilings, runs the registered family benchmarks (all, or those
-// named on the command line), prints a table and writes JSON (--json FILE).
+// named on the command line), prints a table and writes JSON (--json FILE). The JSON names where
+// its figures come from: device, NVIDIA driver, CUDA versions, octet version and commit, UTC date;
+// tools/plot-bench renders it for docs/performance.md.
 #include "tools/bench.hpp"
 
 #include <cuda_runtime_api.h>
@@ -7,10 +9,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "octet_build_config.h"
+#include "octet_commit.h"
 #include "tools/args.hpp"
 #include "tools/commands.hpp"
 
@@ -130,6 +135,49 @@ Record& Context::add_value(std::string family, std::string name, std::string par
   return records.back();
 }
 
+namespace {
+
+// The NVIDIA driver's version ("580.95.05"), from the kernel module's own line; "unknown" elsewhere.
+std::string nvidia_driver_version() {
+  std::ifstream in("/proc/driver/nvidia/version");
+  std::string line;
+  if (!std::getline(in, line)) return "unknown";
+  const std::string marker = "Kernel Module";
+  size_t at = line.find(marker);
+  if (at == std::string::npos) return "unknown";
+  at = line.find_first_not_of(" \t", at + marker.size());
+  if (at == std::string::npos) return "unknown";
+  return line.substr(at, line.find_first_of(" \t", at) - at);
+}
+
+std::string cuda_version(int v) { return v > 0 ? cat(v / 1000, ".", (v % 1000) / 10) : std::string("none"); }
+
+std::string utc_now() {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+// Where the figures of this run come from (the JSON's top-level keys besides the records).
+nlohmann::json provenance(const cudaDeviceProp& p) {
+  int runtime = 0, driver = 0;
+  cudaRuntimeGetVersion(&runtime);
+  if (cudaDriverGetVersion(&driver) != cudaSuccess) driver = 0;
+  return {{"device", p.name},
+          {"compute_capability", cat(p.major, ".", p.minor)},
+          {"driver", nvidia_driver_version()},
+          {"cuda_driver_api", cuda_version(driver)},
+          {"cuda_runtime", cuda_version(runtime)},
+          {"octet_version", OCTET_VERSION},
+          {"commit", OCTET_COMMIT},
+          {"gpu_archs", OCTET_GPU_ARCHS},
+          {"date", utc_now()}};
+}
+
+}  // namespace
 }  // namespace octet::bench
 
 namespace octet::cli {
@@ -166,6 +214,11 @@ int run_bench(const Args& args) {
   (void)ctx.gemm_tflops(DType::f16);  // the GEMM ceilings are always reported
   cudaDeviceProp p{};
   cudaGetDeviceProperties(&p, ctx.device.index);
+  const nlohmann::json source = bench::provenance(p);
+  std::printf("octet bench: %s (compute capability %s), driver %s, CUDA %s, octet %s commit %s, %s\n",
+              p.name, source["compute_capability"].get<std::string>().c_str(), source["driver"].get<std::string>().c_str(),
+              source["cuda_runtime"].get<std::string>().c_str(), OCTET_VERSION, OCTET_COMMIT,
+              source["date"].get<std::string>().c_str());
   std::printf("%-9s %-34s %-36s %10s %12s %8s  %s\n", "family", "op", "params", "median ms", "value", "% ceil", "target / note");
   for (const auto& r : ctx.records) {
     const double pct = r.ceiling > 0 ? 100.0 * r.value / r.ceiling : 0.0;
@@ -173,8 +226,7 @@ int run_bench(const Args& args) {
                 r.median_ms, r.value, r.unit.c_str(), pct, r.target.c_str(), r.note.empty() ? "" : "; ", r.note.c_str());
   }
   if (!json_path.empty()) {
-    nlohmann::json j;
-    j["device"] = p.name;
+    nlohmann::json j = source;
     j["ceilings"] = {{"copy_gbps", ctx.ceilings.copy_gbps}, {"gemm_f32_tflops", ctx.ceilings.gemm_f32_tflops},
                      {"gemm_f16_tflops", ctx.ceilings.gemm_f16_tflops}, {"gemm_bf16_tflops", ctx.ceilings.gemm_bf16_tflops}};
     j["runs"] = ctx.runs;

@@ -1,4 +1,4 @@
-// Benchmarks of the fp8_simulated family for octet bench (issue 6 "Performance", H100 targets):
+// Benchmarks of the fp8_simulated family for octet bench (targets: docs/performance.md):
 // - matmul_fp8_mixed forward, f16, 4096^3 and 8192^3, against a plain cuBLAS f16 GEMM measured in
 //   the same run (octet::matmul), as a ratio; plus its parts (the fused fake-quant passes); with
 //   Fp8Product::tensor_cores too, where that forward applies;

@@ -1,4 +1,4 @@
-// Benchmarks of the quant family for octet bench (issue 3 "Performance"): 64M elements,
+// Benchmarks of the quant family for octet bench (targets: docs/performance.md): 64M elements,
 // quantize_blockwise (f32 at blocksize 4096 and 64, f16 at 4096), dequantize_blockwise f32,
 // global quantize and dequantize, and the fused fake-quantize the FP8 matmuls use. Bandwidth
 // counts the bytes an op must move (input read once + outputs written), next to the copy

@@ -6,7 +6,7 @@
 // - Nothing here synchronizes the host: amax, scales and histories stay device scalars.
 // - CPU versions give the same bits for casts, amax and scales, and emulate the GEMM (exact FP8
 //   products, f32 accumulation). Nothing here records on the autograd tape (nn::LinearFP8 does).
-// docs/fp8_gemm.md has the design, the layout mapping and the measured numbers.
+// docs/fp8-gemm.md has the semantics, the layout mapping and the design.
 #pragma once
 #include <cstdint>
 

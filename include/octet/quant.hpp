@@ -1,5 +1,5 @@
-// 8-bit quantization with 256-entry code tables, bit-exact with bitsandbytes 0.49.2 (see
-// docs/semantics.md and the deliberate differences in docs/design.md).
+// 8-bit quantization with 256-entry code tables, bit-exact with bitsandbytes 0.49.2 (docs/quant.md
+// has the exact semantics; docs/differences.md the deliberate differences).
 // - Code tables: float32, 256 entries, sorted ascending. A Code validates a table once when it
 //   is wrapped and caches a copy per device; every quantize call takes a Code.
 // - Index rule (both devices): nearest entry by the float32 midpoint (a ⊕ b) ⊗ 0.5, ties to the
