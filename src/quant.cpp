@@ -224,8 +224,8 @@ Quantized quantize_impl(const char* op, const Tensor& A, const Code& code, int64
   return {codes, st};
 }
 
-// Nested absmax (docs/quant.md, 'Nested absmax'): offset = mean(absmax); absmax - offset quantized blockwise with the
-// dynamic table and the same blocksize.
+// Nested absmax (docs/quant.md, 'Nested absmax'): offset = mean(absmax); absmax - offset
+// quantized blockwise with the dynamic table and the same blocksize.
 void nest(QuantState& st) {
   const Device dev = st.absmax.device();
   const int64_t nb = st.absmax.numel();

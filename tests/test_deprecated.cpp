@@ -73,7 +73,7 @@ void test_percentile_clipping(Device d, DType gtype) {
     const float gnorm1 = scalar(r.gnorm), clip2 = scalar(r.clip_value), gnorm_scale = scalar(r.scale);
     // Upstream writes `assert gnorm_scale == 1.0 if gnorm1 < clip2 else clip2 / gnorm1`: the
     // conditional binds looser than ==, so the else branch only asserts that the tensor
-    // clip2 / gnorm1 is truthy and can never fail (operator precedence). Here the intended rule, with the
+    // clip2 / gnorm1 is truthy and can never fail. Here the intended rule, with the
     // implementation's comparison (scale is 1 exactly when gnorm <= clip).
     if (gnorm1 <= clip2) CHECK(gnorm_scale == 1.0f);
     else CHECK(gnorm_scale == clip2 / gnorm1);

@@ -75,7 +75,7 @@ Tensor matmul_fp8(const Tensor& a, const Tensor& b, const Tensor& scale_a, const
                   const Tensor& bias = {}, bool fast_accum = true);
 
 // Autotune of the cuBLASLt algorithm (off by default: on an H100 it changed the LinearFP8 step by
-// less than the run-to-run noise, docs/fp8_gemm.md): for problems of at least 2^30 multiply-adds
+// less than the run-to-run noise, docs/fp8-gemm.md): for problems of at least 2^30 multiply-adds
 // the first call of a plan also runs each of up to 8 heuristic candidates four times (a warm pass,
 // then three rounds timed with CUDA events); a later call whose events have completed (queried,
 // never waited for) keeps the fastest if it beats the heuristic's first choice by 3%. The first

@@ -86,7 +86,7 @@ namespace octet::nn {
 // Below this many multiply-adds per GEMM (M * N * K) a LinearFP8 on CUDA runs as plain GEMMs in
 // its master dtype (as nn::Linear), because the casts cost more than FP8 saves. 4096^3 = 2^36:
 // measured on an H100 with `octet bench fp8_gemm` (square bf16 training steps: FP8 0.9x at 3072,
-// 1.1x at 4096, 1.3x at 6144; docs/fp8_gemm.md). Override per layer.
+// 1.1x at 4096, 1.3x at 6144; docs/fp8-gemm.md). Override per layer.
 inline constexpr int64_t kLinearFP8CrossoverMacs = int64_t{1} << 36;
 
 enum class Fp8Recipe { current, delayed };

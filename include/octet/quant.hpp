@@ -10,7 +10,7 @@
 // - All-zero blocks/tensors get the code of 0 and dequantize to +0. Any size, including 0.
 // - The ops refuse inputs that require grad (codes have no gradient; fake_quantize callers
 //   pass detach()ed tensors and define their own backward).
-// docs/quant.md has the index method, the numbers and the decisions.
+// docs/quant.md has the index method and the design decisions.
 #pragma once
 #include <memory>
 #include <optional>
