@@ -224,7 +224,7 @@ Quantized quantize_impl(const char* op, const Tensor& A, const Code& code, int64
   return {codes, st};
 }
 
-// Nested absmax (spec 3): offset = mean(absmax); absmax - offset quantized blockwise with the
+// Nested absmax (docs/quant.md): offset = mean(absmax); absmax - offset quantized blockwise with the
 // dynamic table and the same blocksize.
 void nest(QuantState& st) {
   const Device dev = st.absmax.device();
