@@ -1,6 +1,6 @@
 // Dispatch and validation of the fp8_simulated family (fp8_simulated.hpp): bitsandbytes' simulated FP8 matmuls.
 // What they compute: docs/fp8-simulated.md, "Forward and backward" and "Block sizes"; where they
-// differ from bitsandbytes: docs/fp8-simulated.md, "Differences from bitsandbytes".
+// differ from bitsandbytes: docs/differences.md.
 // - An operand is "fake-quantized" (quantize + dequantize, fused in one pass by the quant family)
 //   on a detached tensor; the product is one row-major GEMM over all rows of A (3-D A flattened),
 //   so grad_B of a 3-D A is summed over the batch by the GEMM itself.
@@ -16,7 +16,7 @@
 // - Fp8Product::tensor_cores (mixed forward only, where tensor_core_scales applies): E4M3 codes
 //   of A and B (quant_internal::e4m3_operands, one pass each; B's written as (N, K): the FP8 GEMM
 //   wants both operands K-major) into detail::fp8_gemm_scaled_into (docs/fp8-simulated.md,
-//   "Tensor-core product").
+//   "The tensor-core forward").
 #include "octet/fp8_simulated.hpp"
 
 #include <cstdint>

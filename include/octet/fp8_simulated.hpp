@@ -3,7 +3,7 @@
 // bitsandbytes 0.49.2 (docs/fp8-simulated.md, "Forward and backward"). Differentiable.
 // C = A @ B with A (M, K) or (b, M, K), B (K, N); A and B share a dtype (f16, bf16, f32) and a
 // device. Intended codes: fw_code = Code::fp8_e4m3(), bw_code = Code::fp8_e5m2().
-// Differences from bitsandbytes (docs/fp8-simulated.md, "Differences from bitsandbytes"): empty
+// Differences from bitsandbytes (docs/differences.md): empty
 // inputs give empty results, or zeros when K = 0 (upstream: uninitialized memory), and zero
 // gradients; for 3-D A, grad_B is summed over the batch here (upstream leaves that to torch
 // autograd).
@@ -31,7 +31,7 @@ std::pair<int64_t, int64_t> fp8_block_sizes(const Tensor& A, const Tensor& B);
 //   rounding to A's dtype; codes below 2^-6 / 240 move to the nearest E4M3 number, at most 2^-10 /
 //   240 of the block's absmax), accumulated by the tensor cores (within 2^-12 of sum |a b|; the
 //   simulated product carries the f16/bf16 rounding of its operands instead; docs/fp8-simulated.md,
-//   "Tensor-core product").
+//   "The tensor-core forward").
 //   Taken where it applies: CUDA compute capability 9.0, f16/bf16, fw_code == Code::fp8_e4m3(),
 //   M, N, K multiples of 16, B 16-byte aligned, and bsz == K, or K a multiple of bsz >= 128 with
 //   N a multiple of 128 (with the picked bsz: K a power of two from 64 up, or a multiple of 4096).
