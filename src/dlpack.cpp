@@ -138,7 +138,8 @@ Tensor wrap(std::string_view op, const DLTensor& dl, std::function<void(void*)> 
              cat(dl.byte_offset));
   uintptr_t first = 0;
   if (__builtin_add_overflow(reinterpret_cast<uintptr_t>(dl.data), dl.byte_offset, &first))
-    fail_arg(op, "dl_tensor.byte_offset", "an offset within the address space", cat(dl.byte_offset, " after ", dl.data));
+    fail_arg(op, "dl_tensor.byte_offset", "an offset within the address space",
+             cat(dl.byte_offset, " after ", dl.data));
   return detail::wrap_memory(op, reinterpret_cast<void*>(first), shape, dtype, device, std::move(release));
 }
 
@@ -187,7 +188,8 @@ DLManagedTensorVersioned* to_dlpack(const Tensor& t) {
 
 DLManagedTensor* to_dlpack_legacy(const Tensor& t) {
   if (is_read_only(t))
-    fail_arg("to_dlpack_legacy", "t", "a writable tensor (the legacy DLManagedTensor has no read-only flag; use to_dlpack)",
+    fail_arg("to_dlpack_legacy", "t",
+             "a writable tensor (the legacy DLManagedTensor has no read-only flag; use to_dlpack)",
              cat(t.str(), " imported read-only"));
   return export_tensor<DLManagedTensor>(t);
 }

@@ -223,14 +223,14 @@ TEST_CASE("narrow and reshape are views: shared storage, errors") {
                        "Tensor::narrow: argument 'dim': expected 0 or -2 (a view along another dimension would not be "
                        "contiguous), got 1",
                        Error);
-  CHECK_THROWS_WITH_AS(base.narrow(0, 5, 0), "Tensor::narrow: argument 'start': expected a start in [-4, 4], got 5", Error);
+  CHECK_THROWS_WITH_AS(base.narrow(0, 5, 0), "Tensor::narrow: argument 'start': expected a start in [-4, 4], got 5",
+                       Error);
   CHECK_THROWS_WITH_AS(base.narrow(0, 3, 2),
                        "Tensor::narrow: argument 'length': expected a length in [0, 1] (size 4 from start 3), got 2",
                        Error);
   CHECK_THROWS_WITH_AS(base.narrow(0, 0, -1), doctest::Contains("argument 'length'"), Error);
   CHECK_THROWS_WITH_AS(Tensor::full({}, 1.0).narrow(0, 0, 1),
-                       "Tensor::narrow: argument 'self': expected 1 to 9223372036854775807 dimensions, got 0 "
-                       "dimensions, shape ()",
+                       "Tensor::narrow: argument 'self': expected a tensor with at least 1 dimension, got f32() on cpu",
                        Error);
   CHECK_THROWS_WITH_AS(Tensor().narrow(0, 0, 1), doctest::Contains("expected a defined tensor"), Error);
 }
@@ -255,8 +255,9 @@ TEST_CASE("tensor and runtime errors: from_blob and StreamGuard on devices this 
   Counted counted;
   for (int index : {n, -1}) {
     CAPTURE(index);
-    const std::string given = n == 0 ? ": no CUDA device is available on this machine (cuda_device_count() == 0)"
-                                     : cat(": argument 'device': expected cuda:0 .. cuda:", n - 1, ", got cuda:", index);
+    const std::string given =
+        n == 0 ? ": no CUDA device is available on this machine (cuda_device_count() == 0)"
+               : cat(": argument 'device': expected cuda:0 .. cuda:", n - 1, ", got cuda:", index);
     CHECK_THROWS_WITH_AS(Tensor::from_blob(host, {4}, DType::f32, Device::cuda(index), counted.deleter(host)),
                          ("Tensor::from_blob" + given).c_str(), Error);
     CHECK_THROWS_WITH_AS(StreamGuard(Device::cuda(index), nullptr), ("StreamGuard" + given).c_str(), Error);
@@ -364,7 +365,8 @@ void imports_foreign(Device d) {
 OCTET_TEST_BOTH("DLPack versioned round trip keeps the data pointer and releases the export",
                 round_trip<DLManagedTensorVersioned>)
 OCTET_TEST_BOTH("DLPack legacy round trip keeps the data pointer and releases the export", round_trip<DLManagedTensor>)
-OCTET_TEST_BOTH("DLPack versioned import of a foreign tensor: byte_offset, deleter once", imports_foreign<DLManagedTensorVersioned>)
+OCTET_TEST_BOTH("DLPack versioned import of a foreign tensor: byte_offset, deleter once",
+                imports_foreign<DLManagedTensorVersioned>)
 OCTET_TEST_BOTH("DLPack legacy import of a foreign tensor: byte_offset, deleter once", imports_foreign<DLManagedTensor>)
 
 TEST_CASE("DLPack element types: every octet dtype both ways, float8 codes of DLPack 1.1") {
@@ -395,7 +397,8 @@ TEST_CASE("DLPack import refuses what octet cannot take without a copy, naming w
     CHECK(p.deleted == 0);  // ownership stays with the caller
   };
   CHECK_THROWS_WITH_AS(from_dlpack(static_cast<DLManagedTensorVersioned*>(nullptr)),
-                       "from_dlpack: argument 'managed': expected a DLManagedTensorVersioned, got a null pointer", Error);
+                       "from_dlpack: argument 'managed': expected a DLManagedTensorVersioned, got a null pointer",
+                       Error);
   CHECK_THROWS_WITH_AS(from_dlpack(static_cast<DLManagedTensor*>(nullptr)),
                        "from_dlpack: argument 'managed': expected a DLManagedTensor, got a null pointer", Error);
   {
@@ -455,7 +458,8 @@ TEST_CASE("DLPack import refuses what octet cannot take without a copy, naming w
   }
   {
     P p(nullptr, {2}, kF32, kHost);
-    refused(p, "from_dlpack: argument 'data': expected a pointer to 2 elements of f32 for shape (2,), got a null pointer");
+    refused(p, "from_dlpack: argument 'data': expected a pointer to 2 elements of f32 for shape (2,), got a null "
+               "pointer");
   }
   if (!cuda_available()) {
     P p(host, {2}, kF32, DLDevice{kDLCUDA, 0});
@@ -508,7 +512,8 @@ TEST_CASE("DLPack read-only imports: in-place writes refused, the flag kept on r
   history.managed.flags = DLPACK_FLAG_BITMASK_READ_ONLY;
   Tensor read_only_history = from_dlpack(&history.managed);
   CHECK_THROWS_WITH_AS(percentile_clipping(t, read_only_history, 1),
-                       doctest::Contains("percentile_clipping: argument 'gnorm_vec': expected a writable tensor"), Error);
+                       doctest::Contains("percentile_clipping: argument 'gnorm_vec': expected a writable tensor"),
+                       Error);
   CHECK(history_memory == std::vector<float>(100, 0.0f));
   CHECK(std::vector<float>(host, host + 4) == std::vector<float>{1, 2, 3, 4});
   t = Tensor();
