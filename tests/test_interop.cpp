@@ -14,13 +14,23 @@ using namespace octet;
 
 namespace {
 
-// Memory a caller owns: 64-byte aligned host memory, or cudaMalloc on a GPU.
+// Memory a caller owns: 64-byte aligned host memory, or cudaMalloc on the device's GPU. put and
+// get use cudaMemcpy on the legacy default stream, which octet's non-blocking streams do not wait
+// for: put waits for its copy, get for octet's work, as a caller must.
 struct CallerMemory {
   void* ptr = nullptr;
   Device device;
   CallerMemory(size_t bytes, Device d) : device(d) {
-    if (d.is_cpu()) ptr = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
-    else REQUIRE(cudaMalloc(&ptr, bytes) == cudaSuccess);
+    if (d.is_cpu()) {
+      ptr = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+      return;
+    }
+    int current = 0;
+    REQUIRE(cudaGetDevice(&current) == cudaSuccess);
+    REQUIRE(cudaSetDevice(d.index) == cudaSuccess);
+    const cudaError_t e = cudaMalloc(&ptr, bytes);
+    REQUIRE(cudaSetDevice(current) == cudaSuccess);
+    REQUIRE(e == cudaSuccess);
   }
   ~CallerMemory() {
     if (device.is_cpu()) std::free(ptr);
@@ -31,8 +41,8 @@ struct CallerMemory {
   template <class T> void put(const std::vector<T>& values) {
     if (device.is_cpu()) std::memcpy(ptr, values.data(), values.size() * sizeof(T));
     else REQUIRE(cudaMemcpy(ptr, values.data(), values.size() * sizeof(T), cudaMemcpyHostToDevice) == cudaSuccess);
+    if (device.is_cuda()) REQUIRE(cudaDeviceSynchronize() == cudaSuccess);  // the DMA may still run otherwise
   }
-  // Waits for octet's work on the device first, as a caller reading its buffer must.
   template <class T> std::vector<T> get(size_t count) {
     std::vector<T> out(count);
     synchronize(device);
