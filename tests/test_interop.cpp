@@ -395,6 +395,10 @@ TEST_CASE("DLPack element types: every octet dtype both ways, float8 codes of DL
     CHECK(managed->dl_tensor.dtype.bits == c.bits);
     CHECK(from_dlpack(managed).dtype() == c.dtype);
   }
+  const char* undefined = ": argument 't': expected a defined tensor, got an undefined (default-constructed) tensor";
+  CHECK_THROWS_WITH_AS(to_dlpack(Tensor()), (std::string("to_dlpack") + undefined).c_str(), Error);
+  CHECK_THROWS_WITH_AS(to_dlpack_legacy(Tensor()), (std::string("to_dlpack_legacy") + undefined).c_str(), Error);
+  CHECK_THROWS_WITH_AS(is_read_only(Tensor()), (std::string("is_read_only") + undefined).c_str(), Error);
   CHECK(kDLFloat8_e4m3fn == 10);
   CHECK(kDLFloat8_e5m2 == 12);
 }
