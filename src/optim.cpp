@@ -258,21 +258,23 @@ void Optimizer::zero_grad() {
 
 void Optimizer::step() {
   Impl& I = *impl_;
-  const std::string op = cat(I.name, "::step");
+  const std::string op = I.name + "::step";
   std::vector<size_t> active;
   for (size_t i = 0; i < I.params.size(); ++i) {
     const Tensor& p = I.params[i].param;
     const Tensor g = p.grad();
     if (!g.defined()) continue;
-    const std::string arg = cat("params[", i, "].grad()");
-    check::dtype_is(op, arg, g, p.dtype());
-    check::shape_is(op, arg, g, p.shape());
-    check::device_is(op, arg, g, p.device());
+    if (g.dtype() != p.dtype() || g.device() != p.device() || g.shape() != p.shape()) {
+      const std::string arg = cat("params[", i, "].grad()");  // names built only for the error
+      check::dtype_is(op, arg, g, p.dtype());
+      check::shape_is(op, arg, g, p.shape());
+      check::device_is(op, arg, g, p.device());
+    }
     active.push_back(i);
   }
   if (active.empty()) return;
-  NoGradGuard no_grad;
-  for (size_t i : active) autograd::mark_inplace(op, cat("params[", i, "]"), I.params[i].param);
+  NoGradGuard no_grad;  // parameters require grad; in-place writes are not recorded
+  for (size_t i : active) autograd::mark_inplace(op, "params[i]", I.params[i].param);
 
   const Device dev = I.device;
   std::optional<detail::DeviceGuard> guard;
