@@ -4,9 +4,13 @@
 // 4 consecutive ones per thread (16-byte accesses for f32 where the slot allows). The arithmetic
 // is kernels/optim_math.cuh, as on the CPU. The 8-bit kernel keeps both code tables and their
 // midpoints in shared memory and finds indices with quant_index::closed_form, the CPU's rule, so
-// the codes are those of quantize_blockwise on every device.
+// the codes are those of quantize_blockwise on every device; its blocks stride over the chunks
+// (one resident wave) so that each loads the 4 KiB of tables once.
 #include <algorithm>
 #include <climits>
+#include <mutex>
+#include <utility>
+#include <vector>
 
 #include "kernels/common.cuh"
 #include "kernels/optim.cuh"
@@ -38,10 +42,10 @@ __device__ __forceinline__ int find_slot(const Batch& b, int64_t chunk) {
   return lo;
 }
 
-// Element index of this thread's first element within slot k's tensor.
-__device__ __forceinline__ int64_t first_element(const Batch& b, int k) {
+// Element index of this thread's first element of `chunk` (of the batch) within slot k's tensor.
+__device__ __forceinline__ int64_t first_element(const Batch& b, int k, int64_t chunk) {
   const int64_t first_chunk = k ? b.chunk_end[k - 1] : 0;
-  return (static_cast<int64_t>(blockIdx.x) - first_chunk) * kOptimChunk + 4 * static_cast<int64_t>(threadIdx.x);
+  return (chunk - first_chunk) * kOptimChunk + 4 * static_cast<int64_t>(threadIdx.x);
 }
 
 template <class T> struct Vec4 { struct alignas(4 * sizeof(T)) type { T e[4]; }; };
@@ -110,7 +114,7 @@ template <OptimKind K, class P, class S>
 __global__ void __launch_bounds__(kThreads) update_kernel(const __grid_constant__ Batch b) {
   const int k = find_slot(b, blockIdx.x);
   const OptimSlot& s = b.slot[k];
-  const int64_t i = first_element(b, k);
+  const int64_t i = first_element(b, k, blockIdx.x);
   if (i >= s.numel) return;
   const om::StepScalars sc = s.step_state->scalars;
   const float scale = s.gnorm_scale ? *s.gnorm_scale : 1.0f;
@@ -149,25 +153,18 @@ __global__ void __launch_bounds__(kThreads) update_kernel(const __grid_constant_
 // max(a, b) ignoring NaN (as quantize_blockwise's absmax: a comparison with NaN is false).
 __device__ __forceinline__ float max_ignoring_nan(float a, float b) { return b > a ? b : a; }
 
+// One chunk of an 8-bit slot: dequantize, update, new per-block absmax, requantize.
 template <class P>
-__global__ void __launch_bounds__(kThreads) blockwise_kernel(const __grid_constant__ Batch b,
-                                                              const OptimTables* tables) {
-  constexpr int kWarps = kThreads / 32;
+__device__ __forceinline__ void blockwise_chunk(const Batch& b, int64_t chunk, const OptimTables& tab,
+                                                float (&warp_max)[2][kThreads / 32]) {
   constexpr int kWarpsPerBlock = static_cast<int>(kOptimBlock / 4 / 32);
-  __shared__ OptimTables tab;
-  __shared__ float warp_max[2][kWarps];
-  static_assert(sizeof(OptimTables) % 16 == 0, "tables copied in 16-byte words");
-  for (int w = threadIdx.x; w < static_cast<int>(sizeof(OptimTables) / 16); w += kThreads)
-    reinterpret_cast<uint4*>(&tab)[w] = reinterpret_cast<const uint4*>(tables)[w];
-
-  const int k = find_slot(b, blockIdx.x);
+  const int k = find_slot(b, chunk);
   const OptimSlot& s = b.slot[k];
-  const int64_t i = first_element(b, k), n = s.numel;
+  const int64_t i = first_element(b, k, chunk), n = s.numel;
   const bool vec = s.vector_ok, live = i < n;
   const int64_t block = i / kOptimBlock;
   float p[4], g[4], m[4], v[4];
   float max_m = 0.0f, max_v = 0.0f;
-  __syncthreads();  // tables in shared memory
   if (live) {
     const om::StepScalars sc = s.step_state->scalars;
     const float scale = s.gnorm_scale ? *s.gnorm_scale : 1.0f;
@@ -201,14 +198,15 @@ __global__ void __launch_bounds__(kThreads) blockwise_kernel(const __grid_consta
     warp_max[1][warp] = max_v;
   }
   __syncthreads();  // every thread has read the old absmax and published its maximum
-  if (!live) return;
-  const int first_warp = warp / kWarpsPerBlock * kWarpsPerBlock;
   float new_m = 0.0f, new_v = 0.0f;
+  const int first_warp = warp / kWarpsPerBlock * kWarpsPerBlock;
 #pragma unroll
   for (int w = 0; w < kWarpsPerBlock; ++w) {
     new_m = max_ignoring_nan(new_m, warp_max[0][first_warp + w]);
     new_v = max_ignoring_nan(new_v, warp_max[1][first_warp + w]);
   }
+  __syncthreads();  // warp_max is free for the next chunk
+  if (!live) return;
   if (i % kOptimBlock == 0) {
     s.absmax1[block] = new_m;
     s.absmax2[block] = new_v;
@@ -225,6 +223,43 @@ __global__ void __launch_bounds__(kThreads) blockwise_kernel(const __grid_consta
   store_codes(s.state2, i, n, vec, qv);
 }
 
+// A grid of a few blocks per SM strides over the chunks, so each block loads the tables once.
+template <class P>
+__global__ void __launch_bounds__(kThreads) blockwise_kernel(const __grid_constant__ Batch b, int64_t chunks,
+                                                              const OptimTables* tables) {
+  __shared__ OptimTables tab;
+  __shared__ float warp_max[2][kThreads / 32];
+  static_assert(sizeof(OptimTables) % 16 == 0, "tables copied in 16-byte words");
+  for (int w = threadIdx.x; w < static_cast<int>(sizeof(OptimTables) / 16); w += kThreads)
+    reinterpret_cast<uint4*>(&tab)[w] = reinterpret_cast<const uint4*>(tables)[w];
+  __syncthreads();
+  for (int64_t chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x) blockwise_chunk<P>(b, chunk, tab, warp_max);
+}
+
+// Blocks of the 8-bit kernel: as many as fit on the device at once, at most one per chunk.
+template <class P>
+unsigned blockwise_grid(int64_t chunks) {
+  static std::mutex mutex;
+  static std::vector<std::pair<int, int>> seen;  // (device, blocks)
+  int dev = 0;
+  OCTET_CUDA_CHECK(cudaGetDevice(&dev));
+  int blocks = 0;
+  {
+    std::lock_guard lock(mutex);
+    for (const auto& [d, count] : seen)
+      if (d == dev) blocks = count;
+  }
+  if (blocks == 0) {
+    int sms = 0, per_sm = 0;
+    OCTET_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    OCTET_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, blockwise_kernel<P>, kThreads, 0));
+    blocks = sms * std::max(per_sm, 1);
+    std::lock_guard lock(mutex);
+    seen.emplace_back(dev, blocks);
+  }
+  return static_cast<unsigned>(std::min<int64_t>(chunks, blocks));
+}
+
 // Halving tree over kThreads lanes in shared memory; the sum ends in lane[0].
 __device__ __forceinline__ void tree_sum(double* lane) {
   for (int half = kThreads / 2; half > 0; half >>= 1) {
@@ -238,7 +273,7 @@ template <class T>
 __global__ void __launch_bounds__(kThreads) sumsq_kernel(const __grid_constant__ Batch b, double* partials) {
   __shared__ double lane[kThreads];
   const int k = find_slot(b, blockIdx.x);
-  const int64_t i = first_element(b, k), n = b.slot[k].numel;
+  const int64_t i = first_element(b, k, blockIdx.x), n = b.slot[k].numel;
   const T* x = static_cast<const T*>(b.slot[k].grad);
   double acc = 0.0;
 #pragma unroll
@@ -272,7 +307,7 @@ __global__ void __launch_bounds__(kThreads) scale_kernel(const __grid_constant__
   const float c = *coef;
   if (c == 1.0f) return;
   const int k = find_slot(b, blockIdx.x);
-  const int64_t i = first_element(b, k), n = b.slot[k].numel;
+  const int64_t i = first_element(b, k, blockIdx.x), n = b.slot[k].numel;
   T* x = static_cast<T*>(const_cast<void*>(b.slot[k].grad));
 #pragma unroll
   for (int j = 0; j < 4; ++j)
@@ -280,7 +315,9 @@ __global__ void __launch_bounds__(kThreads) scale_kernel(const __grid_constant__
 }
 
 __global__ void write_hyper_kernel(double* dst, HyperValues values) {
-  if (threadIdx.x < om::kHyperCount) dst[threadIdx.x] = values.v[threadIdx.x];
+  if (threadIdx.x != 0) return;
+#pragma unroll
+  for (int k = 0; k < om::kHyperCount; ++k) dst[k] = values.v[k];  // constant indices: no local copy
 }
 
 // Batches of kOptimSlots slots with their chunk counts; f(batch, chunks) for each.
@@ -331,7 +368,9 @@ void optim_step(OptimKind kind, DType param_dtype, DType state_dtype, const Opti
         case OptimKind::adamw8bit_f32:
           update_kernel<OptimKind::adamw8bit_f32, P, float><<<chunks, kThreads, 0, s>>>(b);
           break;
-        case OptimKind::adamw8bit_blockwise: blockwise_kernel<P><<<chunks, kThreads, 0, s>>>(b, tables); break;
+        case OptimKind::adamw8bit_blockwise:
+          blockwise_kernel<P><<<blockwise_grid<P>(chunks), kThreads, 0, s>>>(b, chunks, tables);
+          break;
       }
       OCTET_LAUNCH_CHECK("optim update kernel");
     });
@@ -367,7 +406,7 @@ void grad_scale(DType grad_dtype, const OptimSlot* slots, int64_t count, const f
 }
 
 void write_hyper(double* dst, const HyperValues& values, cudaStream_t s) {
-  write_hyper_kernel<<<1, 32, 0, s>>>(dst, values);
+  write_hyper_kernel<<<1, 1, 0, s>>>(dst, values);
   OCTET_LAUNCH_CHECK("optim write_hyper_kernel");
 }
 

@@ -215,6 +215,12 @@ OCTET_CUDA_TEST("optim: a step captured in a CUDA graph and replayed equals eage
     auto replayed = make_grouped(algo, pr, 20);
     set_grads(pe, 0);
     for (size_t i = 0; i < pe.size(); ++i) pr[i].set_grad(pe[i].grad().clone());
+    {  // an eager step elsewhere first, so that no kernel module is loaded during the capture
+      std::vector<Tensor> pw = fresh_params(dev, DType::f32);
+      auto warm = make_grouped(algo, pw, 20);
+      set_grads(pw, 0);
+      warm->step();
+    }
     synchronize(dev);
     const cudaStream_t stream = current_stream(0);
     cudaGraph_t graph = nullptr;
