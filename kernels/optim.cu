@@ -3,9 +3,10 @@
 // tensor by a binary search over the batch's cumulative chunk counts and updates 1024 elements,
 // 4 consecutive ones per thread (16-byte accesses for f32 where the slot allows). The arithmetic
 // is kernels/optim_math.cuh, as on the CPU. The 8-bit kernel keeps both code tables and their
-// midpoints in shared memory and finds indices with quant_index::closed_form, the CPU's rule, so
+// midpoints and their compact index tables (36 KiB) in shared memory and finds indices with
+// quant_index::compact_index, which gives closed_form's index (the CPU's rule) with one lookup, so
 // the codes are those of quantize_blockwise on every device; its blocks stride over the chunks
-// (one resident wave) so that each loads the 4 KiB of tables once.
+// (one resident wave) so that each loads the tables once.
 #include <algorithm>
 #include <climits>
 #include <mutex>
@@ -153,9 +154,19 @@ __global__ void __launch_bounds__(kThreads) update_kernel(const __grid_constant_
 // max(a, b) ignoring NaN (as quantize_blockwise's absmax: a comparison with NaN is false).
 __device__ __forceinline__ float max_ignoring_nan(float a, float b) { return b > a ? b : a; }
 
+// The index of x in a code: the compact table (C) or closed_form; both give closed_form's index.
+// x is clamped to [floor, hi] first (NaN -> floor, index 0), the compact table's domain; the
+// kernel's x never exceeds hi = 1 + 2^-23 (|v| <= absmax), the clamp only keeps reads in bounds.
+template <bool C>
+__device__ __forceinline__ uint32_t index_of(const qi::Tables& t, const uint32_t* ct, const qi::Compact& c, float x) {
+  if constexpr (C) return qi::compact_index(ct, c, fminf(fmaxf(x, c.floor), c.hi)) & 0xFFu;
+  else return static_cast<uint32_t>(qi::closed_form(t.code, t.mid, x));
+}
+
 // One chunk of an 8-bit slot: dequantize, update, new per-block absmax, requantize.
-template <class P>
+template <class P, bool C>
 __device__ __forceinline__ void blockwise_chunk(const Batch& b, int64_t chunk, const OptimTables& tab,
+                                                const uint32_t* ct_m, const uint32_t* ct_v, const OptimIndex& index,
                                                 float (&warp_max)[2][kThreads / 32]) {
   constexpr int kWarpsPerBlock = static_cast<int>(kOptimBlock / 4 / 32);
   const int k = find_slot(b, chunk);
@@ -215,49 +226,74 @@ __device__ __forceinline__ void blockwise_chunk(const Batch& b, int64_t chunk, c
   uint32_t qm[4], qv[4];
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
-    qm[j] = static_cast<uint32_t>(qi::closed_form(tab.m.code, tab.m.mid, qi::block_x(m[j], scale_m)));
-    qv[j] = static_cast<uint32_t>(qi::closed_form(tab.v.code, tab.v.mid, qi::block_x(v[j], scale_v)));
+    qm[j] = index_of<C>(tab.m, ct_m, index.m, qi::block_x(m[j], scale_m));
+    qv[j] = index_of<C>(tab.v, ct_v, index.v, qi::block_x(v[j], scale_v));
   }
   store4<P>(s.param, i, n, vec, p);
   store_codes(s.state1, i, n, vec, qm);
   store_codes(s.state2, i, n, vec, qv);
 }
 
-// A grid of a few blocks per SM strides over the chunks, so each block loads the tables once.
-template <class P>
+// A grid of a few blocks per SM strides over the chunks, so each block loads the tables once:
+// dynamic shared memory holds OptimTables, then (C) the two compact tables.
+template <class P, bool C>
 __global__ void __launch_bounds__(kThreads) blockwise_kernel(const __grid_constant__ Batch b, int64_t chunks,
-                                                              const OptimTables* tables) {
-  __shared__ OptimTables tab;
+                                                              const __grid_constant__ OptimIndex index) {
+  extern __shared__ uint4 optim_smem[];
   __shared__ float warp_max[2][kThreads / 32];
   static_assert(sizeof(OptimTables) % 16 == 0, "tables copied in 16-byte words");
-  for (int w = threadIdx.x; w < static_cast<int>(sizeof(OptimTables) / 16); w += kThreads)
-    reinterpret_cast<uint4*>(&tab)[w] = reinterpret_cast<const uint4*>(tables)[w];
+  constexpr int kTableWords = static_cast<int>(sizeof(OptimTables) / 16);
+  const int m_words = C ? index.m_words / 4 : 0, v_words = C ? index.v_words / 4 : 0;
+  for (int w = threadIdx.x; w < kTableWords; w += kThreads)
+    optim_smem[w] = reinterpret_cast<const uint4*>(index.tables)[w];
+  for (int w = threadIdx.x; w < m_words; w += kThreads)
+    optim_smem[kTableWords + w] = reinterpret_cast<const uint4*>(index.m_entries)[w];
+  for (int w = threadIdx.x; w < v_words; w += kThreads)
+    optim_smem[kTableWords + m_words + w] = reinterpret_cast<const uint4*>(index.v_entries)[w];
   __syncthreads();
-  for (int64_t chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x) blockwise_chunk<P>(b, chunk, tab, warp_max);
+  const auto& tab = *reinterpret_cast<const OptimTables*>(optim_smem);
+  const auto* ct_m = reinterpret_cast<const uint32_t*>(optim_smem + kTableWords);
+  const auto* ct_v = reinterpret_cast<const uint32_t*>(optim_smem + kTableWords + m_words);
+  for (int64_t chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x)
+    blockwise_chunk<P, C>(b, chunk, tab, ct_m, ct_v, index, warp_max);
+}
+
+// Dynamic shared memory of the 8-bit kernel.
+size_t blockwise_smem(const OptimIndex& index) {
+  return sizeof(OptimTables) + (index.m.entries > 0 ? 4 * size_t(index.m_words + index.v_words) : 0);
 }
 
 // Blocks of the 8-bit kernel: as many as fit on the device at once, at most one per chunk.
-template <class P>
-unsigned blockwise_grid(int64_t chunks) {
+template <class P, bool C>
+unsigned blockwise_grid(int64_t chunks, size_t smem) {
   static std::mutex mutex;
-  static std::vector<std::pair<int, int>> seen;  // (device, blocks)
+  static std::vector<std::pair<std::pair<int, size_t>, int>> seen;  // (device, smem) -> blocks
   int dev = 0;
   OCTET_CUDA_CHECK(cudaGetDevice(&dev));
   int blocks = 0;
   {
     std::lock_guard lock(mutex);
-    for (const auto& [d, count] : seen)
-      if (d == dev) blocks = count;
+    for (const auto& [key, count] : seen)
+      if (key.first == dev && key.second == smem) blocks = count;
   }
   if (blocks == 0) {
     int sms = 0, per_sm = 0;
     OCTET_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    OCTET_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, blockwise_kernel<P>, kThreads, 0));
+    OCTET_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, blockwise_kernel<P, C>, kThreads, smem));
     blocks = sms * std::max(per_sm, 1);
     std::lock_guard lock(mutex);
-    seen.emplace_back(dev, blocks);
+    seen.push_back({{dev, smem}, blocks});
   }
   return static_cast<unsigned>(std::min<int64_t>(chunks, blocks));
+}
+
+template <class P>
+void launch_blockwise(const Batch& b, unsigned chunks, const OptimIndex& index, cudaStream_t s) {
+  const size_t smem = blockwise_smem(index);
+  if (index.m.entries > 0)
+    blockwise_kernel<P, true><<<blockwise_grid<P, true>(chunks, smem), kThreads, smem, s>>>(b, chunks, index);
+  else
+    blockwise_kernel<P, false><<<blockwise_grid<P, false>(chunks, smem), kThreads, smem, s>>>(b, chunks, index);
 }
 
 // Halving tree over kThreads lanes in shared memory; the sum ends in lane[0].
@@ -349,7 +385,7 @@ template <class F> void visit_param(DType t, F&& f) {
 }  // namespace
 
 void optim_step(OptimKind kind, DType param_dtype, DType state_dtype, const OptimSlot* slots, int64_t count,
-                const OptimTables* tables, cudaStream_t s) {
+                const OptimIndex& index, cudaStream_t s) {
   const bool eightbit = kind == OptimKind::adamw8bit_f32 || kind == OptimKind::adamw8bit_blockwise;
   for_each_batch(slots, count, [&](const Batch& b, unsigned chunks) {
     advance_kernel<<<1, kOptimSlots, 0, s>>>(b, eightbit);
@@ -368,9 +404,7 @@ void optim_step(OptimKind kind, DType param_dtype, DType state_dtype, const Opti
         case OptimKind::adamw8bit_f32:
           update_kernel<OptimKind::adamw8bit_f32, P, float><<<chunks, kThreads, 0, s>>>(b);
           break;
-        case OptimKind::adamw8bit_blockwise:
-          blockwise_kernel<P><<<blockwise_grid<P>(chunks), kThreads, 0, s>>>(b, chunks, tables);
-          break;
+        case OptimKind::adamw8bit_blockwise: launch_blockwise<P>(b, chunks, index, s); break;
       }
       OCTET_LAUNCH_CHECK("optim update kernel");
     });

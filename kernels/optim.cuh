@@ -48,10 +48,22 @@ struct OptimTables {
   quant_index::Tables v;  // unsigned dynamic table (second moment)
 };
 
+// The 8-bit states' index lookup on the device: the codes' compact tables (quant_index.cuh
+// Compact, built by quant's index LUT and checked there against closed_form), which give
+// closed_form's index with one shared-memory load; m.entries == 0: closed_form over `tables`.
+// The CPU reads `tables` only (closed_form).
+struct OptimIndex {
+  const OptimTables* tables = nullptr;
+  quant_index::Compact m, v;
+  const uint32_t* m_entries = nullptr;  // m_words words (a multiple of 4)
+  const uint32_t* v_entries = nullptr;
+  int32_t m_words = 0, v_words = 0;
+};
+
 // One step over `count` slots: param dtype f32/f16/bf16 (grads the same), state dtype f32 or bf16
-// (adamw only; f32 otherwise); tables: device OptimTables (adamw8bit_blockwise only).
+// (adamw only; f32 otherwise); index: on the device (adamw8bit_blockwise only).
 void optim_step(OptimKind kind, DType param_dtype, DType state_dtype, const OptimSlot* slots, int64_t count,
-                const OptimTables* tables, cudaStream_t s);
+                const OptimIndex& index, cudaStream_t s);
 
 // dst[0 .. kHyperCount) = values, enqueued on s (a one-thread kernel: no host memory involved, so
 // it may run while the caller's values change, and a capture keeps it as a kernel node).

@@ -102,6 +102,35 @@ void Optimizer::Impl::write_hyper(size_t group) {
   kernels::write_hyper(t.data_ptr<double>(), v, detail::stream(device));
 }
 
+void Optimizer::Impl::build_index() {
+  const Code m = Code::dynamic(true), v = Code::dynamic(false);
+  kernels::OptimTables tables;
+  tables.m = cpu::index_tables(m.values().data());
+  tables.v = cpu::index_tables(v.values().data());
+  const cpu::IndexLut &lut_m = quant_internal::index_lut(m), &lut_v = quant_internal::index_lut(v);
+  std::vector<uint8_t> bytes(sizeof tables);
+  std::memcpy(bytes.data(), &tables, sizeof tables);
+  // The compact tables when both exist and fit the kernel's 48 KiB of shared memory with the tables.
+  const size_t words_m = lut_m.compact_entries.size(), words_v = lut_v.compact_entries.size();
+  const bool compact = lut_m.compact.entries > 0 && lut_v.compact.entries > 0 && words_m % 4 == 0 &&
+                       words_v % 4 == 0 && sizeof tables + 4 * (words_m + words_v) <= 48 * 1024;
+  if (compact) {
+    bytes.resize(sizeof tables + 4 * (words_m + words_v));
+    std::memcpy(bytes.data() + sizeof tables, lut_m.compact_entries.data(), 4 * words_m);
+    std::memcpy(bytes.data() + sizeof tables + 4 * words_m, lut_v.compact_entries.data(), 4 * words_v);
+  }
+  this->tables = Tensor::from_host(bytes.data(), bytes.size(), DType::u8, {int64_t(bytes.size())}, device);
+  const auto* base = static_cast<const uint8_t*>(this->tables.data());
+  index.tables = reinterpret_cast<const kernels::OptimTables*>(base);
+  if (!compact) return;  // m.entries == 0: closed_form
+  index.m = lut_m.compact;
+  index.v = lut_v.compact;
+  index.m_entries = reinterpret_cast<const uint32_t*>(base + sizeof tables);
+  index.v_entries = reinterpret_cast<const uint32_t*>(base + sizeof tables + 4 * words_m);
+  index.m_words = static_cast<int32_t>(words_m);
+  index.v_words = static_cast<int32_t>(words_v);
+}
+
 void Optimizer::Impl::ensure_momentum(size_t group) {
   if (algorithm != Algorithm::sgd || groups[group].h.momentum == 0.0) return;
   for (size_t i : groups[group].members)
@@ -156,12 +185,7 @@ Optimizer::Optimizer(Algorithm algorithm, std::vector<ParamGroup> groups, const 
   }
 
   const Device dev = I.device;
-  if (algorithm == Algorithm::adamw8bit) {
-    kernels::OptimTables tables;
-    tables.m = cpu::index_tables(Code::dynamic(true).values().data());
-    tables.v = cpu::index_tables(Code::dynamic(false).values().data());
-    I.tables = Tensor::from_host(&tables, sizeof tables, DType::u8, {int64_t(sizeof tables)}, dev);
-  }
+  if (algorithm == Algorithm::adamw8bit) I.build_index();
   for (ParamState& ps : I.params) {
     const Shape& shape = ps.param.shape();
     const int64_t n = ps.param.numel();
@@ -319,16 +343,15 @@ void Optimizer::step() {
     s.vector_ok = vector_ok(s, dtype_size(ps.param.dtype()), state_size);
     batches[{static_cast<int>(kind), static_cast<int>(ps.param.dtype())}].push_back(s);
   }
-  const auto* tables = I.tables.defined() ? static_cast<const kernels::OptimTables*>(I.tables.data()) : nullptr;
   for (const auto& [key, slots] : batches) {
     const auto kind = static_cast<OptimKind>(std::get<0>(key));
     const auto dtype = static_cast<DType>(std::get<1>(key));
     const DType state_dtype = kind == OptimKind::adamw ? I.state_dtype : DType::f32;
     const auto count = static_cast<int64_t>(slots.size());
     if (dev.is_cpu())
-      cpu::optim_step(kind, dtype, state_dtype, slots.data(), count, tables);
+      cpu::optim_step(kind, dtype, state_dtype, slots.data(), count, I.index.tables);
     else
-      kernels::optim_step(kind, dtype, state_dtype, slots.data(), count, tables, detail::stream(dev));
+      kernels::optim_step(kind, dtype, state_dtype, slots.data(), count, I.index, detail::stream(dev));
   }
 }
 

@@ -13,6 +13,7 @@
 #include <memory>
 
 #include "kernels/optim_math.cuh"
+#include "src/cpu/quant.hpp"
 #include "tests/helpers.hpp"
 #include "tests/optim_helpers.hpp"
 
@@ -317,11 +318,48 @@ void clip_grad_norm_case(Device dev) {
 }
 OCTET_TEST_BOTH("optim: clip_grad_norm_ matches the f64 norm and scales gradients", clip_grad_norm_case)
 
+// The CUDA 8-bit kernel finds indices with the codes' compact tables, clamped to their domain
+// (kernels/optim.cu index_of); on the host that lookup must equal closed_form, the CPU's rule, on
+// every x the kernel can see: [-(1 + 2^-23), 1 + 2^-23] (both ends, every code's midpoint and
+// value and their float neighbours, random values) and NaN.
+TEST_CASE("optim: the kernels' compact index lookup equals closed_form for both state tables") {
+  for (bool is_signed : {true, false}) {
+    CAPTURE(is_signed);
+    const Code code = Code::dynamic(is_signed);
+    const quant_index::Tables t = cpu::index_tables(code.values().data());
+    const cpu::IndexLut& lut = quant_internal::index_lut(code);
+    REQUIRE(lut.compact.entries > 0);
+    const quant_index::Compact& c = lut.compact;
+    std::vector<float> xs = {quant_index::kMaxKernelX, -quant_index::kMaxKernelX, 0.0f, -0.0f, NAN, 1.0f, -1.0f};
+    for (int j = 0; j < 256; ++j)
+      for (float base : {t.code[j], j < 255 ? t.mid[j] : t.code[j]}) {
+        float x = base;
+        for (int d = 0; d < 3; ++d) x = std::nextafter(x, -2.0f);
+        for (int d = 0; d < 7; ++d, x = std::nextafter(x, 2.0f)) xs.push_back(x);
+      }
+    const std::vector<float> r = rand({200000}).to_vector<float>();
+    for (float u : r) xs.push_back(is_signed ? 2 * u - 1 : u);
+    int64_t bad = 0, checked = 0;
+    for (float x : xs) {
+      if (std::fabs(x) > quant_index::kMaxKernelX) continue;
+      const uint32_t lookup =
+          quant_index::compact_index(lut.compact_entries.data(), c, std::fmin(std::fmax(x, c.floor), c.hi)) & 0xFFu;
+      bad += lookup != static_cast<uint32_t>(quant_index::closed_form(t.code, t.mid, x));
+      ++checked;
+    }
+    CHECK(checked > 200000);
+    CHECK(bad == 0);
+  }
+}
+
 TEST_CASE("optim: state_bytes counts states, absmax, step counters, histories and hyperparameters") {
   Tensor big = Tensor::zeros({5000}).requires_grad_(), small = Tensor::zeros({100}).requires_grad_();
   const size_t per_param = 64, hyper = 64;
   optim::AdamW8bit eight({big, small});
-  CHECK(eight.state_bytes() == 4096 + hyper + 2 * per_param + 2 * 5000 + 2 * 20 * 4 + 2 * 100 * 4);
+  // the code tables and midpoints (4 KiB), then both compact index tables
+  const size_t tables = 4096 + 4 * (quant_internal::index_lut(Code::dynamic(true)).compact_entries.size() +
+                                    quant_internal::index_lut(Code::dynamic(false)).compact_entries.size());
+  CHECK(eight.state_bytes() == tables + hyper + 2 * per_param + 2 * 5000 + 2 * 20 * 4 + 2 * 100 * 4);
   optim::AdamW adamw({big, small});
   CHECK(adamw.state_bytes() == hyper + 2 * per_param + 8 * 5100);
   optim::AdamW bf16({big}, {1e-3, 0.9, 0.999, 1e-8, 0.01, 100, DType::bf16});

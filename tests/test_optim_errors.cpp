@@ -161,6 +161,18 @@ TEST_CASE("optim: a state file of another optimizer, layout or format is refused
   s.metadata["octet.optimizer_format"] = "2";
   expect_error([&] { adam.load_state_dict(s); }, {"load_state_dict", "octet.optimizer_format", "'1'", "'2'"});
   unchanged();
+
+  optim::AdamW8bit clipped({q}, optim::AdamW8bitOptions{1e-3, 0.9, 0.999, 1e-8, 0.0, 10});
+  clipped.step();
+  s = clipped.state_dict();
+  s.tensors["param.0.clip.step"] = Tensor::full({}, 0.0, DType::i64);
+  expect_error([&] { clipped.load_state_dict(s); }, {"optim::AdamW8bit::load_state_dict", "param.0.clip.step", ">= 1", "0"});
+  s = clipped.state_dict();
+  s.tensors.erase("param.0.clip.gnorm_vec");
+  expect_error([&] { clipped.load_state_dict(s); }, {"param.0.clip.gnorm_vec", "no such tensor"});
+  s = clipped.state_dict();
+  s.metadata["percentile_clipping"] = "100";
+  expect_error([&] { clipped.load_state_dict(s); }, {"percentile_clipping", "'10'", "'100'"});
   std::filesystem::remove(sgd_path);
   std::filesystem::remove(adam_path);
 }
