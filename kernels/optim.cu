@@ -37,8 +37,10 @@ __device__ __forceinline__ int find_slot(const Batch& b, int64_t chunk) {
   int lo = 0, hi = b.count - 1;
   while (lo < hi) {
     const int mid = (lo + hi) >> 1;
-    if (b.chunk_end[mid] > chunk) hi = mid;
-    else lo = mid + 1;
+    if (b.chunk_end[mid] > chunk)
+      hi = mid;
+    else
+      lo = mid + 1;
   }
   return lo;
 }
@@ -49,7 +51,12 @@ __device__ __forceinline__ int64_t first_element(const Batch& b, int k, int64_t 
   return (chunk - first_chunk) * kOptimChunk + 4 * static_cast<int64_t>(threadIdx.x);
 }
 
-template <class T> struct Vec4 { struct alignas(4 * sizeof(T)) type { T e[4]; }; };
+template <class T>
+struct Vec4 {
+  struct alignas(4 * sizeof(T)) type {
+    T e[4];
+  };
+};
 
 template <class T>
 __device__ __forceinline__ void load4(const void* base, int64_t i, int64_t n, bool vec, float (&out)[4]) {
@@ -159,8 +166,10 @@ __device__ __forceinline__ float max_ignoring_nan(float a, float b) { return b >
 // kernel's x never exceeds hi = 1 + 2^-23 (|v| <= absmax), the clamp only keeps reads in bounds.
 template <bool C>
 __device__ __forceinline__ uint32_t index_of(const qi::Tables& t, const uint32_t* ct, const qi::Compact& c, float x) {
-  if constexpr (C) return qi::compact_index(ct, c, fminf(fmaxf(x, c.floor), c.hi)) & 0xFFu;
-  else return static_cast<uint32_t>(qi::closed_form(t.code, t.mid, x));
+  if constexpr (C)
+    return qi::compact_index(ct, c, fminf(fmaxf(x, c.floor), c.hi)) & 0xFFu;
+  else
+    return static_cast<uint32_t>(qi::closed_form(t.code, t.mid, x));
 }
 
 // One chunk of an 8-bit slot: dequantize, update, new per-block absmax, requantize.
@@ -237,8 +246,8 @@ __device__ __forceinline__ void blockwise_chunk(const Batch& b, int64_t chunk, c
 // A grid of a few blocks per SM strides over the chunks, so each block loads the tables once:
 // dynamic shared memory holds OptimTables, then (C) the two compact tables.
 template <class P, bool C>
-__global__ void __launch_bounds__(kThreads) blockwise_kernel(const __grid_constant__ Batch b, int64_t chunks,
-                                                              const __grid_constant__ OptimIndex index) {
+__global__ void __launch_bounds__(kThreads)
+    blockwise_kernel(const __grid_constant__ Batch b, int64_t chunks, const __grid_constant__ OptimIndex index) {
   extern __shared__ uint4 optim_smem[];
   __shared__ float warp_max[2][kThreads / 32];
   static_assert(sizeof(OptimTables) % 16 == 0, "tables copied in 16-byte words");
@@ -300,7 +309,8 @@ void launch_blockwise(const Batch& b, unsigned chunks, const OptimIndex& index, 
 __device__ __forceinline__ void tree_sum(double* lane) {
   for (int half = kThreads / 2; half > 0; half >>= 1) {
     __syncthreads();
-    if (static_cast<int>(threadIdx.x) < half) lane[threadIdx.x] = __dadd_rn(lane[threadIdx.x], lane[threadIdx.x + half]);
+    if (static_cast<int>(threadIdx.x) < half)
+      lane[threadIdx.x] = __dadd_rn(lane[threadIdx.x], lane[threadIdx.x + half]);
   }
   __syncthreads();
 }
@@ -323,8 +333,8 @@ __global__ void __launch_bounds__(kThreads) sumsq_kernel(const __grid_constant__
   if (threadIdx.x == 0) partials[blockIdx.x] = lane[0];
 }
 
-__global__ void __launch_bounds__(kThreads) norm_finish_kernel(const double* partials, int64_t count, float max_norm,
-                                                                float* out) {
+__global__ void __launch_bounds__(kThreads)
+    norm_finish_kernel(const double* partials, int64_t count, float max_norm, float* out) {
   __shared__ double lane[kThreads];
   double acc = 0.0;
   for (int64_t i = threadIdx.x; i < count; i += kThreads) acc = __dadd_rn(acc, partials[i]);
@@ -373,12 +383,17 @@ void for_each_batch(const OptimSlot* slots, int64_t count, F&& f) {
   }
 }
 
-template <class F> void visit_param(DType t, F&& f) {
+template <class F>
+void visit_param(DType t, F&& f) {
   switch (t) {
-    case DType::f32: return f(type_tag<float>{});
-    case DType::f16: return f(type_tag<__half>{});
-    case DType::bf16: return f(type_tag<__nv_bfloat16>{});
-    default: fail("optim", cat("dtype ", dtype_name(t), " is not supported here"));
+    case DType::f32:
+      return f(type_tag<float>{});
+    case DType::f16:
+      return f(type_tag<__half>{});
+    case DType::bf16:
+      return f(type_tag<__nv_bfloat16>{});
+    default:
+      fail("optim", cat("dtype ", dtype_name(t), " is not supported here"));
   }
 }
 
@@ -394,7 +409,9 @@ void optim_step(OptimKind kind, DType param_dtype, DType state_dtype, const Opti
     visit_param(param_dtype, [&](auto tag) {
       using P = typename decltype(tag)::type;
       switch (kind) {
-        case OptimKind::sgd: update_kernel<OptimKind::sgd, P, float><<<chunks, kThreads, 0, s>>>(b); break;
+        case OptimKind::sgd:
+          update_kernel<OptimKind::sgd, P, float><<<chunks, kThreads, 0, s>>>(b);
+          break;
         case OptimKind::adamw:
           if (state_dtype == DType::bf16)
             update_kernel<OptimKind::adamw, P, __nv_bfloat16><<<chunks, kThreads, 0, s>>>(b);
@@ -404,7 +421,9 @@ void optim_step(OptimKind kind, DType param_dtype, DType state_dtype, const Opti
         case OptimKind::adamw8bit_f32:
           update_kernel<OptimKind::adamw8bit_f32, P, float><<<chunks, kThreads, 0, s>>>(b);
           break;
-        case OptimKind::adamw8bit_blockwise: launch_blockwise<P>(b, chunks, index, s); break;
+        case OptimKind::adamw8bit_blockwise:
+          launch_blockwise<P>(b, chunks, index, s);
+          break;
       }
       OCTET_LAUNCH_CHECK("optim update kernel");
     });

@@ -18,10 +18,10 @@
 namespace octet::kernels {
 
 enum class OptimKind : int32_t {
-  sgd,                // state1: f32 momentum buffer or null
-  adamw,              // state1, state2: m, v in the state dtype (f32 or bf16)
-  adamw8bit_f32,      // AdamW8bit's update with f32 states (tensors below min_8bit_size)
-  adamw8bit_blockwise // state1, state2: u8 codes; absmax1, absmax2: f32 per block of kOptimBlock
+  sgd,                 // state1: f32 momentum buffer or null
+  adamw,               // state1, state2: m, v in the state dtype (f32 or bf16)
+  adamw8bit_f32,       // AdamW8bit's update with f32 states (tensors below min_8bit_size)
+  adamw8bit_blockwise  // state1, state2: u8 codes; absmax1, absmax2: f32 per block of kOptimBlock
 };
 
 inline constexpr int kOptimSlots = 256;       // tensors per launch (24 KiB of kernel parameters)
@@ -35,9 +35,9 @@ struct OptimSlot {
   void* state2 = nullptr;
   float* absmax1 = nullptr;
   float* absmax2 = nullptr;
-  const float* gnorm_scale = nullptr;          // null: 1
+  const float* gnorm_scale = nullptr;           // null: 1
   optim_math::StepState* step_state = nullptr;  // advanced by one per step
-  const double* hyper = nullptr;               // optim_math::Hyper, kHyperCount values
+  const double* hyper = nullptr;                // optim_math::Hyper, kHyperCount values
   int64_t numel = 0;
   int32_t vector_ok = 0;  // every pointer aligned to 4 elements: 4-element vector accesses
   int32_t pad = 0;

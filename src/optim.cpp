@@ -3,6 +3,8 @@
 // step() validates the gradients, runs percentile clipping per parameter when it is on, and hands
 // the parameters, grouped by update kind and dtype, to one launcher per group (CPU reference or
 // CUDA kernels, the same arithmetic).
+#include "src/cpu/optim.hpp"
+
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -12,7 +14,6 @@
 #include "octet/autograd.hpp"
 #include "octet/quant.hpp"
 #include "src/check.hpp"
-#include "src/cpu/optim.hpp"
 #include "src/cpu/quant.hpp"
 #include "src/optim_internal.hpp"
 #include "src/runtime_internal.hpp"
@@ -26,15 +27,18 @@ using kernels::OptimSlot;
 
 const char* class_name(Algorithm a) {
   switch (a) {
-    case Algorithm::sgd: return "optim::SGD";
-    case Algorithm::adamw: return "optim::AdamW";
-    case Algorithm::adamw8bit: return "optim::AdamW8bit";
+    case Algorithm::sgd:
+      return "optim::SGD";
+    case Algorithm::adamw:
+      return "optim::AdamW";
+    case Algorithm::adamw8bit:
+      return "optim::AdamW8bit";
   }
   return "optim";
 }
 
-void check_finite(std::string_view op, std::string arg, double v, double lo, bool lo_open, double hi,
-                  bool hi_open, std::string_view expected) {
+void check_finite(std::string_view op, std::string arg, double v, double lo, bool lo_open, double hi, bool hi_open,
+                  std::string_view expected) {
   const bool ok = std::isfinite(v) && (lo_open ? v > lo : v >= lo) && (hi_open ? v < hi : v <= hi);
   if (!ok) fail_arg(op, arg, expected, cat(v));
 }
@@ -50,9 +54,12 @@ bool vector_ok(const OptimSlot& s, size_t param_size, size_t state_size) {
 
 std::string algorithm_name(Algorithm a) {
   switch (a) {
-    case Algorithm::sgd: return "sgd";
-    case Algorithm::adamw: return "adamw";
-    case Algorithm::adamw8bit: return "adamw8bit";
+    case Algorithm::sgd:
+      return "sgd";
+    case Algorithm::adamw:
+      return "adamw";
+    case Algorithm::adamw8bit:
+      return "adamw8bit";
   }
   return "unknown";
 }
@@ -112,8 +119,8 @@ void Optimizer::Impl::build_index() {
   std::memcpy(bytes.data(), &tables, sizeof tables);
   // The compact tables when both exist and fit the kernel's 48 KiB of shared memory with the tables.
   const size_t words_m = lut_m.compact_entries.size(), words_v = lut_v.compact_entries.size();
-  const bool compact = lut_m.compact.entries > 0 && lut_v.compact.entries > 0 && words_m % 4 == 0 &&
-                       words_v % 4 == 0 && sizeof tables + 4 * (words_m + words_v) <= 48 * 1024;
+  const bool compact = lut_m.compact.entries > 0 && lut_v.compact.entries > 0 && words_m % 4 == 0 && words_v % 4 == 0 &&
+                       sizeof tables + 4 * (words_m + words_v) <= 48 * 1024;
   if (compact) {
     bytes.resize(sizeof tables + 4 * (words_m + words_v));
     std::memcpy(bytes.data() + sizeof tables, lut_m.compact_entries.data(), 4 * words_m);
@@ -311,9 +318,10 @@ void Optimizer::step() {
         percentile_clipping(g, ps.clip, I.percentile);
         continue;
       }
-      const kernels::ClipStep a{ps.clip.gnorm_vec.data_ptr<float>(), 0, ps.clip.step.data_ptr<int64_t>(),
-                                I.percentile, ps.clip.result.gnorm.data_ptr<float>(),
-                                ps.clip.result.clip_value.data_ptr<float>(), ps.clip.result.scale.data_ptr<float>()};
+      const kernels::ClipStep a{ps.clip.gnorm_vec.data_ptr<float>(),    0,
+                                ps.clip.step.data_ptr<int64_t>(),       I.percentile,
+                                ps.clip.result.gnorm.data_ptr<float>(), ps.clip.result.clip_value.data_ptr<float>(),
+                                ps.clip.result.scale.data_ptr<float>()};
       kernels::percentile_clipping(g.dtype(), g.data(), g.numel(),
                                    ps.clip_partials.defined() ? ps.clip_partials.data_ptr<double>() : nullptr, a,
                                    detail::stream(dev));

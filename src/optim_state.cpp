@@ -109,7 +109,8 @@ StateDict Optimizer::state_dict() const {
   out.metadata = layout(I);
   for (size_t g = 0; g < I.groups.size(); ++g) {
     const kernels::HyperValues v = hyper_values(I.groups[g].h);
-    for (int k = 0; k < optim_math::kHyperCount; ++k) out.metadata[cat("group.", g, ".", kHyperNames[k])] = number(v.v[k]);
+    for (int k = 0; k < optim_math::kHyperCount; ++k)
+      out.metadata[cat("group.", g, ".", kHyperNames[k])] = number(v.v[k]);
   }
   for (const auto& [name, t] : live_tensors(I)) out.tensors[name] = t.to(Device::cpu());
   for (size_t i = 0; i < I.params.size(); ++i)

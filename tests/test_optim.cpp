@@ -81,8 +81,7 @@ void adamw_f32_states(Device d) { adamw_against_reference(d, DType::f32); }
 void adamw_bf16_states(Device d) { adamw_against_reference(d, DType::bf16); }
 OCTET_TEST_BOTH("optim: AdamW (f32 states) matches torch's formula in f64, with groups and an lr schedule",
                 adamw_f32_states)
-OCTET_TEST_BOTH("optim: AdamW (bf16 states) matches torch's formula in f64 with bf16-rounded states",
-                adamw_bf16_states)
+OCTET_TEST_BOTH("optim: AdamW (bf16 states) matches torch's formula in f64 with bf16-rounded states", adamw_bf16_states)
 
 // AdamW8bit: each step's codes and absmax equal quantize_blockwise of the f32 states updated
 // exactly from the dequantized previous states; the parameter gets the update's bits.
@@ -234,7 +233,8 @@ void nonfinite_gradients(Device dev) {
     for (float x : after) CHECK(std::isfinite(x));
   }
 }
-OCTET_TEST_BOTH("optim: AdamW8bit leaves a parameter with a non-finite gradient as it is and zeroes its states", nonfinite_gradients)
+OCTET_TEST_BOTH("optim: AdamW8bit leaves a parameter with a non-finite gradient as it is and zeroes its states",
+                nonfinite_gradients)
 
 void empty_and_gradless(Device dev) {
   for (int algo = 0; algo < 3; ++algo) {
@@ -289,7 +289,8 @@ void percentile_path(Device dev) {
     CHECK(bitwise_equal(ba.detach().to(Device::cpu()), bb.detach().to(Device::cpu())));
   }
 }
-OCTET_TEST_BOTH("optim: percentile clipping equals percentile_clipping and scale_by_ before the update", percentile_path)
+OCTET_TEST_BOTH("optim: percentile clipping equals percentile_clipping and scale_by_ before the update",
+                percentile_path)
 
 void clip_grad_norm_case(Device dev) {
   manual_seed(17);

@@ -44,16 +44,33 @@ TEST_CASE("optim: bad hyperparameters are refused by name") {
   expect_error([&] { AdamW(p, AdamWOptions{1e-3, 0.9, 0.999, 0.0}); }, {"options.eps", "> 0", "0"});
   expect_error([&] { AdamW(p, AdamWOptions{1e-3, 0.9, 0.999, -1e-8}); }, {"options.eps", "-1e-08"});
   expect_error([&] { AdamW(p, AdamWOptions{1e-3, 0.9, 0.999, 1e-8, -0.1}); }, {"options.weight_decay", "-0.1"});
-  expect_error([&] { AdamW(p, AdamWOptions{1e-3, 0.9, 0.999, 1e-8, 0.0, 0}); }, {"percentile_clipping", "[1, 100]", "0"});
+  expect_error(
+      [&] {
+        AdamW(p, AdamWOptions{1e-3, 0.9, 0.999, 1e-8, 0.0, 0});
+      },
+      {"percentile_clipping", "[1, 100]", "0"});
   expect_error([&] { AdamW(p, AdamWOptions{1e-3, 0.9, 0.999, 1e-8, 0.0, 101}); }, {"percentile_clipping", "101"});
-  expect_error([&] { AdamW(p, AdamWOptions{1e-3, 0.9, 0.999, 1e-8, 0.0, 100, DType::f16}); },
-               {"state_dtype", "f32 or bf16", "f16"});
-  expect_error([&] { optim::AdamW8bit(p, optim::AdamW8bitOptions{1e-3, 0.9, 0.999, 1e-8, 0.0, 100, -1}); },
-               {"optim::AdamW8bit", "min_8bit_size", "-1"});
-  expect_error([&] { optim::AdamW8bit(p, optim::AdamW8bitOptions{1e-3, 0.9, 0.999, 0.0}); }, {"AdamW8bit", "options.eps"});
+  expect_error(
+      [&] {
+        AdamW(p, AdamWOptions{1e-3, 0.9, 0.999, 1e-8, 0.0, 100, DType::f16});
+      },
+      {"state_dtype", "f32 or bf16", "f16"});
+  expect_error(
+      [&] {
+        optim::AdamW8bit(p, optim::AdamW8bitOptions{1e-3, 0.9, 0.999, 1e-8, 0.0, 100, -1});
+      },
+      {"optim::AdamW8bit", "min_8bit_size", "-1"});
+  expect_error(
+      [&] {
+        optim::AdamW8bit(p, optim::AdamW8bitOptions{1e-3, 0.9, 0.999, 0.0});
+      },
+      {"AdamW8bit", "options.eps"});
   expect_error([&] { optim::SGD(p, optim::SGDOptions{0.1, -0.9}); }, {"optim::SGD", "options.momentum", "-0.9"});
-  expect_error([&] { optim::SGD(p, optim::SGDOptions{0.1, 0.0, 0.0, 0.0, true}); },
-               {"optim::SGD", "options.nesterov", "momentum > 0"});
+  expect_error(
+      [&] {
+        optim::SGD(p, optim::SGDOptions{0.1, 0.0, 0.0, 0.0, true});
+      },
+      {"optim::SGD", "options.nesterov", "momentum > 0"});
   expect_error([&] { optim::SGD(p, optim::SGDOptions{0.1, 0.9, 0.5, 0.0, true}); }, {"nesterov", "dampening 0.5"});
   expect_error([&] { AdamW({{{p[0]}, -1.0, {}}}); }, {"optim::AdamW", "groups[0].lr", "-1"});
   expect_error([&] { AdamW({{{p[0]}, {}, NAN}}); }, {"groups[0].weight_decay", "nan"});
@@ -73,12 +90,16 @@ TEST_CASE("optim: bad hyperparameters are refused by name") {
 }
 
 TEST_CASE("optim: bad parameters and gradients are refused by name") {
-  expect_error([] { optim::AdamW({param({4}, DType::f64)}); }, {"optim::AdamW", "groups[0].params[0]", "f32, f16 or bf16", "f64"});
+  expect_error([] { optim::AdamW({param({4}, DType::f64)}); },
+               {"optim::AdamW", "groups[0].params[0]", "f32, f16 or bf16", "f64"});
   expect_error([] { optim::AdamW({Tensor()}); }, {"optim::AdamW", "groups[0].params[0]"});
   Tensor p = param({4});
   expect_error([&] { optim::SGD({p, p}); }, {"optim::SGD", "groups[0].params[1]", "each parameter once"});
-  expect_error([&] { optim::SGD(std::vector<optim::ParamGroup>{{{p}, {}, {}}, {{p.detach()}, {}, {}}}); },
-               {"groups[1].params[0]", "each parameter once"});
+  expect_error(
+      [&] {
+        optim::SGD(std::vector<optim::ParamGroup>{{{p}, {}, {}}, {{p.detach()}, {}, {}}});
+      },
+      {"groups[1].params[0]", "each parameter once"});
 
   Tensor w = param({3, 5}), b = param({5}, DType::bf16);
   optim::AdamW opt({w, b});
@@ -166,7 +187,8 @@ TEST_CASE("optim: a state file of another optimizer, layout or format is refused
   clipped.step();
   s = clipped.state_dict();
   s.tensors["param.0.clip.step"] = Tensor::full({}, 0.0, DType::i64);
-  expect_error([&] { clipped.load_state_dict(s); }, {"optim::AdamW8bit::load_state_dict", "param.0.clip.step", ">= 1", "0"});
+  expect_error([&] { clipped.load_state_dict(s); },
+               {"optim::AdamW8bit::load_state_dict", "param.0.clip.step", ">= 1", "0"});
   s = clipped.state_dict();
   s.tensors.erase("param.0.clip.gnorm_vec");
   expect_error([&] { clipped.load_state_dict(s); }, {"param.0.clip.gnorm_vec", "no such tensor"});

@@ -98,7 +98,8 @@ OCTET_TEST_BOTH("optim: resuming from a saved state continues bit for bit", resu
 double train_mlp(int algorithm, Device dev) {
   constexpr int64_t in = 64, hidden = 256, out = 8, batch = 128;
   manual_seed(31);
-  const Tensor P = scale(randn({in, out}), 1 / std::sqrt(double(in))), Q = scale(randn({in, out}), 1 / std::sqrt(double(in)));
+  const Tensor P = scale(randn({in, out}), 1 / std::sqrt(double(in))),
+               Q = scale(randn({in, out}), 1 / std::sqrt(double(in)));
   auto target = [&](const Tensor& x) {
     NoGradGuard no_grad;
     const std::vector<float> a = matmul(x, P).to_vector<float>(), b = matmul(x, Q).to_vector<float>();
@@ -119,8 +120,10 @@ double train_mlp(int algorithm, Device dev) {
   Tensor b2 = Tensor::zeros({out}, DType::f32, dev).requires_grad_();
   const std::vector<Tensor> params = {w1, b1, w2, b2};
   std::unique_ptr<optim::Optimizer> opt;
-  if (algorithm == 1) opt = std::make_unique<optim::AdamW>(params, optim::AdamWOptions{3e-3});
-  else opt = std::make_unique<optim::AdamW8bit>(params, optim::AdamW8bitOptions{3e-3});
+  if (algorithm == 1)
+    opt = std::make_unique<optim::AdamW>(params, optim::AdamWOptions{3e-3});
+  else
+    opt = std::make_unique<optim::AdamW8bit>(params, optim::AdamW8bitOptions{3e-3});
   auto loss_of = [&](const Tensor& x, const Tensor& y) { return mse_loss(linear(gelu(linear(x, w1, b1)), w2, b2), y); };
   for (int step = 0; step < 400; ++step) {
     opt->zero_grad();
@@ -171,7 +174,8 @@ OCTET_CUDA_TEST("optim: CUDA gives the CPU's parameter bits and states after sev
     }
   for (int64_t n : {int64_t{1}, int64_t{4099}, int64_t{300000}}) {  // clip_grad_norm_: the same bits
     manual_seed(41);
-    Tensor a = Tensor::zeros({n}).requires_grad_(), b = Tensor::zeros({n}, DType::f32, Device::cuda(0)).requires_grad_();
+    Tensor a = Tensor::zeros({n}).requires_grad_(),
+           b = Tensor::zeros({n}, DType::f32, Device::cuda(0)).requires_grad_();
     const Tensor grad = randn({n});
     a.set_grad(grad.clone());
     b.set_grad(grad.to(Device::cuda(0)));
@@ -238,7 +242,8 @@ OCTET_CUDA_TEST("optim: a step captured in a CUDA graph and replayed equals eage
     }
     synchronize(dev);
     CHECK(replayed->steps(0) == 5);
-    for (size_t i = 0; i < pe.size(); ++i) CHECK(bitwise_equal(pe[i].detach().to(Device::cpu()), pr[i].detach().to(Device::cpu())));
+    for (size_t i = 0; i < pe.size(); ++i)
+      CHECK(bitwise_equal(pe[i].detach().to(Device::cpu()), pr[i].detach().to(Device::cpu())));
     CHECK(same_state(eager->state_dict(), replayed->state_dict()));
     cudaGraphExecDestroy(exec);
     cudaGraphDestroy(graph);

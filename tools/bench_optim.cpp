@@ -29,8 +29,10 @@ void large(Context& ctx, DType t, bool eightbit) {
   Tensor p = randn({n}, t, ctx.device).requires_grad_();
   p.set_grad(scale(randn({n}, t, ctx.device), 1e-3));
   std::unique_ptr<optim::Optimizer> opt;
-  if (eightbit) opt = std::make_unique<optim::AdamW8bit>(std::vector<Tensor>{p});
-  else opt = std::make_unique<optim::AdamW>(std::vector<Tensor>{p});
+  if (eightbit)
+    opt = std::make_unique<optim::AdamW8bit>(std::vector<Tensor>{p});
+  else
+    opt = std::make_unique<optim::AdamW>(std::vector<Tensor>{p});
   double mn = 0;
   const double ms = ctx.time_ms([&](int) { opt->step(); }, &mn);
   const double bytes = bytes_per_param(eightbit, t) * double(n);
