@@ -58,12 +58,18 @@ void adamw_against_reference(Device dev, DType state_dtype) {
   AdamRef rb{values(b0), std::vector<double>(b0.numel()), std::vector<double>(b0.numel())};
   for (int step = 0; step < 6; ++step) {
     if (step == 3) opt.set_lr(0, 5e-3);  // a schedule: lr changes between steps
+    if (step == 4) {                     // and any other hyperparameter
+      optim::Hyperparameters h = opt.hyperparameters(1);
+      h.beta1 = 0.8;
+      h.eps = 1e-6;
+      opt.set_hyperparameters(1, h);
+    }
     const Tensor gw = randn(w.shape()), gb = scale(randn(b.shape()), 0.1);
     w.set_grad(gw.to(dev));
     b.set_grad(gb.clone().to(dev));
     opt.step();
     rw.step(values(gw), step >= 3 ? 5e-3 : 1e-2, 0.1, 0.9, 0.99, 1e-8, bf16);
-    rb.step(values(gb), 3e-3, 0.0, 0.9, 0.99, 1e-8, bf16);
+    rb.step(values(gb), 3e-3, 0.0, step >= 4 ? 0.8 : 0.9, 0.99, step >= 4 ? 1e-6 : 1e-8, bf16);
   }
   // f32 arithmetic against f64: a few ulps of the step per step (bf16 states: the references round
   // the same states, but an f32 m that lands next to a bf16 midpoint may round the other way)
@@ -126,10 +132,13 @@ void adamw8bit_composition(Device dev, DType param_dtype) {
 
 void adamw8bit_f32_params(Device d) { adamw8bit_composition(d, DType::f32); }
 void adamw8bit_bf16_params(Device d) { adamw8bit_composition(d, DType::bf16); }
+void adamw8bit_f16_params(Device d) { adamw8bit_composition(d, DType::f16); }
 OCTET_TEST_BOTH("optim: AdamW8bit states equal quantize_blockwise of the exactly updated f32 states (f32 params)",
                 adamw8bit_f32_params)
 OCTET_TEST_BOTH("optim: AdamW8bit states equal quantize_blockwise of the exactly updated f32 states (bf16 params)",
                 adamw8bit_bf16_params)
+OCTET_TEST_BOTH("optim: AdamW8bit states equal quantize_blockwise of the exactly updated f32 states (f16 params)",
+                adamw8bit_f16_params)
 
 // bitsandbytes' update in f64 on the f32-state path (tensors below min_8bit_size).
 void adamw8bit_small(Device dev) {
@@ -369,6 +378,10 @@ TEST_CASE("optim: state_bytes counts states, absmax, step counters, histories an
   CHECK(sgd.state_bytes() == hyper + per_param);
   optim::SGD momentum({big}, {0.1, 0.9});
   CHECK(momentum.state_bytes() == hyper + per_param + 4 * 5000);
+  optim::Hyperparameters h = sgd.hyperparameters(0);
+  h.momentum = 0.5;  // turning momentum on later creates the buffers then (never in step())
+  sgd.set_hyperparameters(0, h);
+  CHECK(sgd.state_bytes() == hyper + per_param + 4 * 5000);
   optim::AdamW clipped({big}, {1e-3, 0.9, 0.999, 1e-8, 0.01, 5});
   CHECK(clipped.state_bytes() == hyper + per_param + 8 * 5000 + 400 + 8 + 12);
 }
