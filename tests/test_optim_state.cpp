@@ -149,7 +149,7 @@ OCTET_CUDA_TEST("optim: CUDA gives the CPU's parameter bits and states after sev
       CAPTURE(algo);
       std::vector<Tensor> pc = fresh_params(Device::cpu(), dtype), pg = fresh_params(Device::cuda(0), dtype);
       // a misaligned parameter (offset 1) takes the kernels' element-wise path
-      Tensor base_c = Tensor::zeros({5001}, dtype).requires_grad_(false), base_g = base_c.to(Device::cuda(0));
+      Tensor base_c = Tensor::zeros({5001}, dtype).requires_grad_(false), base_g = base_c.clone().to(Device::cuda(0));
       pc.push_back(view(base_c, 1, 5000).requires_grad_());
       pg.push_back(view(base_g, 1, 5000).requires_grad_());
       auto c = make_grouped(algo, pc, 100);
@@ -189,10 +189,10 @@ OCTET_CUDA_TEST("optim: 600 tensors of mixed sizes (three multi-tensor launches)
     CAPTURE(algo);
     std::vector<Tensor> pc, pg;
     for (int k = 0; k < 600; ++k) {
-      const int64_t n = k % 7 == 0 ? 4096 + 37 * k : (k * 131) % 1500;  // some blockwise, some empty
+      const int64_t n = k % 7 == 0 ? 4096 + 37 * k : (k == 1 ? 0 : (k * 131) % 1500);  // blockwise, small, empty
       manual_seed(500 + k);
       pc.push_back(randn({n}).requires_grad_());
-      pg.push_back(pc.back().detach().to(Device::cuda(0)).requires_grad_());
+      pg.push_back(pc.back().detach().clone().to(Device::cuda(0)).requires_grad_());
     }
     auto c = make_optimizer(algo, pc, 100);
     auto g = make_optimizer(algo, pg, 100);
