@@ -141,7 +141,8 @@ class AdamW : public Optimizer {
   AdamW(const std::vector<Tensor>& params, const AdamWOptions& options = {});
 };
 
-// bitsandbytes' AdamW8bit (blockwise 8-bit states, blocksize 256); Adam8bit: weight decay 0.
+// bitsandbytes' AdamW8bit (blockwise 8-bit states, blocksize 256); Adam8bit: the same with weight
+// decay 0 (options.weight_decay is ignored; a group's own weight_decay still applies).
 struct AdamW8bitOptions {
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 1e-2;
   int percentile_clipping = 100;
