@@ -146,7 +146,7 @@ void Optimizer::Impl::ensure_momentum(size_t group) {
 
 Optimizer::Optimizer(Algorithm algorithm, std::vector<ParamGroup> groups, const Options& options)
     : impl_(std::make_unique<Impl>()) {
-  Impl& I = *impl_;
+  Impl& I = impl();
   I.algorithm = algorithm;
   I.name = class_name(algorithm);
   const char* op = I.name.c_str();
@@ -237,9 +237,14 @@ Optimizer::~Optimizer() = default;
 Optimizer::Optimizer(Optimizer&&) noexcept = default;
 Optimizer& Optimizer::operator=(Optimizer&&) noexcept = default;
 
-Algorithm Optimizer::algorithm() const { return impl_->algorithm; }
-Device Optimizer::device() const { return impl_->device; }
-size_t Optimizer::group_count() const { return impl_->groups.size(); }
+Optimizer::Impl& Optimizer::impl() const {
+  if (!impl_) fail("optim::Optimizer", "used after it was moved from");
+  return *impl_;
+}
+
+Algorithm Optimizer::algorithm() const { return impl().algorithm; }
+Device Optimizer::device() const { return impl().device; }
+size_t Optimizer::group_count() const { return impl().groups.size(); }
 
 static void check_group(const Optimizer::Impl& I, std::string_view fn, size_t group) {
   if (group >= I.groups.size())
@@ -247,17 +252,17 @@ static void check_group(const Optimizer::Impl& I, std::string_view fn, size_t gr
 }
 
 const std::vector<Tensor>& Optimizer::params(size_t group) const {
-  check_group(*impl_, "params", group);
-  return impl_->groups[group].params;
+  check_group(impl(), "params", group);
+  return impl().groups[group].params;
 }
 
 const Hyperparameters& Optimizer::hyperparameters(size_t group) const {
-  check_group(*impl_, "hyperparameters", group);
-  return impl_->groups[group].h;
+  check_group(impl(), "hyperparameters", group);
+  return impl().groups[group].h;
 }
 
 void Optimizer::set_hyperparameters(size_t group, const Hyperparameters& h) {
-  Impl& I = *impl_;
+  Impl& I = impl();
   check_group(I, "set_hyperparameters", group);
   I.validate(cat(I.name, "::set_hyperparameters"), "h", h);
   I.groups[group].h = h;
@@ -266,29 +271,29 @@ void Optimizer::set_hyperparameters(size_t group, const Hyperparameters& h) {
 }
 
 void Optimizer::set_lr(size_t group, double lr) {
-  check_group(*impl_, "set_lr", group);
-  Hyperparameters h = impl_->groups[group].h;
+  check_group(impl(), "set_lr", group);
+  Hyperparameters h = impl().groups[group].h;
   h.lr = lr;
-  check_finite(cat(impl_->name, "::set_lr"), "lr", lr, 0, false, INFINITY, true, "a finite learning rate >= 0");
+  check_finite(cat(impl().name, "::set_lr"), "lr", lr, 0, false, INFINITY, true, "a finite learning rate >= 0");
   set_hyperparameters(group, h);
 }
 
 void Optimizer::set_lr(double lr) {
-  check_finite(cat(impl_->name, "::set_lr"), "lr", lr, 0, false, INFINITY, true, "a finite learning rate >= 0");
-  for (size_t g = 0; g < impl_->groups.size(); ++g) set_lr(g, lr);
+  check_finite(cat(impl().name, "::set_lr"), "lr", lr, 0, false, INFINITY, true, "a finite learning rate >= 0");
+  for (size_t g = 0; g < impl().groups.size(); ++g) set_lr(g, lr);
 }
 
 Tensor Optimizer::hyperparameter_tensor(size_t group) const {
-  check_group(*impl_, "hyperparameter_tensor", group);
-  return impl_->groups[group].hyper;
+  check_group(impl(), "hyperparameter_tensor", group);
+  return impl().groups[group].hyper;
 }
 
 void Optimizer::zero_grad() {
-  for (ParamState& ps : impl_->params) ps.param.zero_grad();
+  for (ParamState& ps : impl().params) ps.param.zero_grad();
 }
 
 void Optimizer::step() {
-  Impl& I = *impl_;
+  Impl& I = impl();
   const std::string op = I.name + "::step";
   std::vector<size_t> active;
   for (size_t i = 0; i < I.params.size(); ++i) {

@@ -113,6 +113,11 @@ TEST_CASE("optim: bad parameters and gradients are refused by name") {
   CHECK(opt.steps(0) == 0);
   w.impl()->grad = nullptr;
 
+  optim::SGD moved({param({2})});
+  optim::SGD target = std::move(moved);
+  expect_error([&] { moved.step(); }, {"optim::Optimizer", "moved from"});  // NOLINT(bugprone-use-after-move)
+  CHECK(target.group_count() == 1);
+
   expect_error([] { optim::clip_grad_norm_({param({3})}, 0.0); }, {"clip_grad_norm_", "max_norm", "> 0", "0"});
   expect_error([] { optim::clip_grad_norm_({param({3})}, NAN); }, {"clip_grad_norm_", "max_norm", "nan"});
   Tensor f64 = Tensor::zeros({3}, DType::f64).requires_grad_();

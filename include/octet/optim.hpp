@@ -78,7 +78,7 @@ class Optimizer {
  public:
   Optimizer(Algorithm algorithm, std::vector<ParamGroup> groups, const Options& options);
   virtual ~Optimizer();
-  Optimizer(Optimizer&&) noexcept;
+  Optimizer(Optimizer&&) noexcept;  // the moved-from optimizer may only be destroyed or assigned
   Optimizer& operator=(Optimizer&&) noexcept;
 
   void step();       // one update of every parameter that has a gradient
@@ -114,6 +114,7 @@ class Optimizer {
   struct Impl;
 
  private:
+  Impl& impl() const;  // throws for a moved-from optimizer
   std::unique_ptr<Impl> impl_;
 };
 
