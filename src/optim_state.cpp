@@ -114,7 +114,7 @@ StateDict Optimizer::state_dict() const {
   }
   for (const auto& [name, t] : live_tensors(I)) out.tensors[name] = t.to(Device::cpu());
   for (size_t i = 0; i < I.params.size(); ++i)
-    out.tensors[prefix(i) + "step"] = Tensor::full({}, double(steps(i)), DType::i64);
+    out.tensors[prefix(i) + "step"] = Tensor::from_vector(std::vector<int64_t>{steps(i)}, Shape{});
   return out;
 }
 
