@@ -1,7 +1,7 @@
 // octet quantize / dequantize / info: 8-bit quantized safetensors checkpoints (docs/checkpoints.md).
 // The stored layout is in checkpoint_format.hpp, paths and sharded checkpoints in
 // checkpoint_files.hpp. Files are processed one tensor at a time (read, convert, write with
-// SafetensorsWriter), so peak memory stays a few times the largest tensor. Problems are
+// PlannedWriter), so peak memory stays a few times the largest tensor. Problems are
 // octet::Error naming the file and tensor (exit 1), bad command lines are UsageError (exit 2).
 #include <unistd.h>
 
@@ -16,6 +16,7 @@
 #include "tools/args.hpp"
 #include "tools/checkpoint_files.hpp"
 #include "tools/checkpoint_format.hpp"
+#include "tools/checkpoint_writer.hpp"
 
 namespace octet::cli {
 namespace {
@@ -70,7 +71,7 @@ struct Written {
   size_t tensors = 0, converted = 0;
   std::map<std::string, size_t> copied;  // why -> how many tensors were copied unchanged
 
-  void add(SafetensorsWriter& w, const std::string& file, const std::string& name, const Tensor& t) {
+  void add(PlannedWriter& w, const std::string& file, const std::string& name, const Tensor& t) {
     w.add(name, t);
     weight_map[name] = file;
     out_bytes += t.nbytes();
@@ -126,7 +127,20 @@ void quantize_file(const char* op, const Checkpoint& c, const FileJob& job, cons
       else owner[s] = e.name;
   }
 
-  SafetensorsWriter w(job.out);
+  std::vector<SafetensorsEntry> plan;
+  Metadata metadata = index.metadata;
+  for (const auto& e : index.entries) {
+    if (o.copied_because(e)) {
+      plan.push_back(e);
+      continue;
+    }
+    const auto parts = stored_layout(e.name, e.shape, o.blocksize, o.nested);
+    plan.insert(plan.end(), parts.begin(), parts.end());
+    QuantInfo qi = info;
+    qi.dtype = e.dtype;
+    metadata[kQuantPrefix + e.name] = qi.to_json();
+  }
+  PlannedWriter w(job.out, plan, metadata);
   const std::string file = file_name(job.out);
   Progress progress(index.entries.size());
   for (const auto& e : index.entries) {
@@ -142,13 +156,9 @@ void quantize_file(const char* op, const Checkpoint& c, const FileJob& job, cons
     const Tensor a = t.dtype() == DType::f64 ? t.to(DType::f32) : t;
     const Quantized q = o.blocksize ? quantize_blockwise(a, o.code, o.blocksize, o.nested) : quantize(a, o.code);
     for (const auto& [name, x] : stored_tensors(e.name, q)) out.add(w, file, name, x);
-    QuantInfo qi = info;
-    qi.dtype = e.dtype;
-    w.set_metadata(kQuantPrefix + e.name, qi.to_json());
     ++out.converted;
     progress.step(e.name);
   }
-  for (const auto& [key, value] : index.metadata) w.set_metadata(key, value);
   w.close();
 }
 
@@ -156,7 +166,16 @@ void dequantize_file(const char* op, const Checkpoint& c, const FileJob& job, De
   const SafetensorsIndex index = read_safetensors_index(job.in);
   check_shard(op, c, job.in, names_of(index));
   const auto [quantized, state] = quantized_of(op, job.in, index);
-  SafetensorsWriter w(job.out);
+  std::vector<SafetensorsEntry> plan;
+  for (const auto& e : index.entries) {
+    if (state.count(e.name)) continue;
+    const auto it = quantized.find(e.name);
+    plan.push_back({e.name, it != quantized.end() ? it->second.dtype : e.dtype, e.shape});
+  }
+  Metadata metadata;
+  for (const auto& [key, value] : index.metadata)
+    if (key.rfind(kQuantPrefix, 0) != 0) metadata[key] = value;
+  PlannedWriter w(job.out, plan, metadata);
   const std::string file = file_name(job.out);
   Progress progress(index.entries.size() - state.size());
   for (const auto& e : index.entries) {
@@ -171,8 +190,6 @@ void dequantize_file(const char* op, const Checkpoint& c, const FileJob& job, De
     else ++out.copied["not quantized"];
     progress.step(e.name);
   }
-  for (const auto& [key, value] : index.metadata)
-    if (key.rfind(kQuantPrefix, 0) != 0) w.set_metadata(key, value);
   w.close();
 }
 

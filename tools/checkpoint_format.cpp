@@ -70,6 +70,19 @@ std::vector<std::pair<std::string, Tensor>> stored_tensors(const std::string& na
   return parts;
 }
 
+std::vector<SafetensorsEntry> stored_layout(const std::string& name, const Shape& shape, int64_t blocksize,
+                                            bool nested) {
+  const int64_t n = shape_numel(shape), blocks = blocksize ? (n + blocksize - 1) / blocksize : 1;
+  std::vector<SafetensorsEntry> out{{name, DType::u8, shape},
+                                    {name + ".absmax", nested ? DType::u8 : DType::f32, Shape{blocks}},
+                                    {name + ".code", DType::f32, Shape{256}}};
+  if (nested)
+    out.insert(out.end(), {{name + ".absmax.offset", DType::f32, Shape{}},
+                           {name + ".absmax.absmax", DType::f32, Shape{(blocks + blocksize - 1) / blocksize}},
+                           {name + ".absmax.code", DType::f32, Shape{256}}});
+  return out;
+}
+
 QuantizedFile quantized_of(const char* op, const std::string& path, const SafetensorsIndex& index) {
   QuantizedFile out;
   for (const auto& [key, value] : index.metadata) {
