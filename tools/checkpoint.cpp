@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <future>
 #include <map>
 #include <regex>
 
@@ -60,6 +61,33 @@ class Progress {
  private:
   size_t total_, done_ = 0;
   bool on_;
+};
+
+// Reads the tensors of a file in index order onto the host, each one ahead on a helper thread,
+// so that reading the next tensor overlaps converting and writing this one (at most two input
+// tensors are held at a time).
+class Prefetcher {
+ public:
+  Prefetcher(const std::string& path, const SafetensorsIndex& index) : path_(path), index_(index) { start(0); }
+  ~Prefetcher() {
+    if (ahead_.valid()) ahead_.wait();
+  }
+  // The tensor of entry i (called for i = 0, 1, 2, ... in turn).
+  Tensor take(size_t i, Device device) {
+    Tensor t = ahead_.get();
+    start(i + 1);
+    return t.to(device);
+  }
+
+ private:
+  void start(size_t i) {
+    if (i < index_.entries.size())
+      ahead_ = std::async(std::launch::async,
+                          [this, i] { return read_safetensors_tensor(path_, index_, index_.entries[i], Device::cpu()); });
+  }
+  const std::string& path_;
+  const SafetensorsIndex& index_;
+  std::future<Tensor> ahead_;
 };
 
 std::string mb(double bytes) { return cat(std::round(bytes / 1e4) / 100, " MB"); }
@@ -143,8 +171,10 @@ void quantize_file(const char* op, const Checkpoint& c, const FileJob& job, cons
   PlannedWriter w(job.out, plan, metadata);
   const std::string file = file_name(job.out);
   Progress progress(index.entries.size());
-  for (const auto& e : index.entries) {
-    const Tensor t = read_safetensors_tensor(job.in, index, e, o.device);
+  Prefetcher input(job.in, index);
+  for (size_t i = 0; i < index.entries.size(); ++i) {
+    const SafetensorsEntry& e = index.entries[i];
+    const Tensor t = input.take(i, o.device);
     out.in_bytes += t.nbytes();
     ++out.tensors;
     if (const char* why = o.copied_because(e)) {
