@@ -1,15 +1,18 @@
 // octet bench: measures the ceilings, runs the registered family benchmarks (all, or those
-// named on the command line), prints a table and writes JSON (--json FILE).
+// named on the command line), prints a table and writes JSON (--json FILE). Without a GPU only
+// the host families run (and no ceilings).
 #include "tools/bench.hpp"
 
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "tools/args.hpp"
 #include "tools/commands.hpp"
@@ -17,9 +20,27 @@
 namespace octet::bench {
 namespace {
 
-std::vector<std::pair<std::string, BenchFn>>& registry() {
-  static std::vector<std::pair<std::string, BenchFn>> r;
+struct Family {
+  std::string name;
+  BenchFn fn;
+  bool host_only;
+};
+
+std::vector<Family>& registry() {
+  static std::vector<Family> r;
   return r;
+}
+
+// "Intel(R) Xeon(R) ... (2 threads)" from /proc/cpuinfo, or "host CPU".
+std::string cpu_name() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line, name = "host CPU";
+  while (std::getline(f, line))
+    if (line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos) {
+      name = line.substr(line.find(':') + 2);
+      break;
+    }
+  return cat(name, " (", std::thread::hardware_concurrency(), " threads)");
 }
 
 void check(cudaError_t e, const char* what) {
@@ -51,7 +72,9 @@ void measure_gemm_ceilings(Context& ctx) {
 
 }  // namespace
 
-Registrar::Registrar(const char* family, BenchFn fn) { registry().emplace_back(family, fn); }
+Registrar::Registrar(const char* family, BenchFn fn, bool host_only) {
+  registry().push_back({family, fn, host_only});
+}
 
 namespace {
 
@@ -88,6 +111,19 @@ double Context::gemm_tflops(DType t) {
 
 double Context::time_ms(const std::function<void(int)>& fn, double* min_ms) {
   const std::vector<float> times = timed_runs(current_stream(device.index), warmup, runs, 1.0f, fn);
+  if (min_ms) *min_ms = times.front();
+  return times[times.size() / 2];
+}
+
+double Context::time_host_ms(const std::function<void(int)>& fn, int warmup, int runs, double* min_ms) {
+  for (int i = 0; i < warmup; ++i) fn(i);
+  std::vector<double> times;
+  for (int r = 0; r < runs; ++r) {
+    const auto start = std::chrono::steady_clock::now();
+    fn(r);
+    times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+  }
+  std::sort(times.begin(), times.end());
   if (min_ms) *min_ms = times.front();
   return times[times.size() / 2];
 }
@@ -148,24 +184,35 @@ int run_bench(const Args& args) {
   bench::Context ctx;
   ctx.runs = static_cast<int>(parser.integer("--runs", ctx.runs, 1, 100000));
   for (const auto& f : families)
-    if (std::none_of(bench::registry().begin(), bench::registry().end(), [&](const auto& r) { return r.first == f; }))
+    if (std::none_of(bench::registry().begin(), bench::registry().end(), [&](const auto& r) { return r.name == f; }))
       throw UsageError(cat("no benchmark family '", f, "'"));
-  if (!cuda_available()) {
-    std::printf("octet bench: no CUDA device; the benchmarks measure GPU kernels\n");
-    return 0;
+  const bool gpu = cuda_available();
+  auto wanted = [&](const std::string& f) {
+    return families.empty() || std::find(families.begin(), families.end(), f) != families.end();
+  };
+  if (!gpu) {
+    std::vector<std::string> skipped;
+    for (const auto& f : bench::registry())
+      if (!f.host_only && wanted(f.name)) skipped.push_back(f.name);
+    if (!skipped.empty()) {
+      std::string names;
+      for (const auto& n : skipped) names += (names.empty() ? "" : ", ") + n;
+      std::printf("octet bench: no CUDA device; skipping the GPU families (%s)\n", names.c_str());
+    }
   }
-  {
+  std::string device_name = bench::cpu_name();
+  if (gpu) {
     cudaDeviceProp prop{};
-    if (cudaGetDeviceProperties(&prop, ctx.device.index) == cudaSuccess) ctx.l2_bytes = static_cast<size_t>(prop.l2CacheSize);
+    if (cudaGetDeviceProperties(&prop, ctx.device.index) == cudaSuccess) {
+      ctx.l2_bytes = static_cast<size_t>(prop.l2CacheSize);
+      device_name = prop.name;
+    }
+    bench::measure_copy_ceiling(ctx);
   }
-  bench::measure_copy_ceiling(ctx);
-  for (auto& [family, fn] : bench::registry()) {
-    if (!families.empty() && std::find(families.begin(), families.end(), family) == families.end()) continue;
-    fn(ctx);
-  }
-  (void)ctx.gemm_tflops(DType::f16);  // the GEMM ceilings are always reported
-  cudaDeviceProp p{};
-  cudaGetDeviceProperties(&p, ctx.device.index);
+  for (const auto& f : bench::registry())
+    if (wanted(f.name) && (gpu || f.host_only)) f.fn(ctx);
+  if (gpu) (void)ctx.gemm_tflops(DType::f16);  // the GEMM ceilings are always reported
+  if (ctx.records.empty()) return 0;
   std::printf("%-9s %-34s %-36s %10s %12s %8s  %s\n", "family", "op", "params", "median ms", "value", "% ceil", "target / note");
   for (const auto& r : ctx.records) {
     const double pct = r.ceiling > 0 ? 100.0 * r.value / r.ceiling : 0.0;
@@ -174,7 +221,8 @@ int run_bench(const Args& args) {
   }
   if (!json_path.empty()) {
     nlohmann::json j;
-    j["device"] = p.name;
+    j["device"] = device_name;
+    j["host"] = bench::cpu_name();
     j["ceilings"] = {{"copy_gbps", ctx.ceilings.copy_gbps}, {"gemm_f32_tflops", ctx.ceilings.gemm_f32_tflops},
                      {"gemm_f16_tflops", ctx.ceilings.gemm_f16_tflops}, {"gemm_bf16_tflops", ctx.ceilings.gemm_bf16_tflops}};
     j["runs"] = ctx.runs;

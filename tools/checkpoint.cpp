@@ -8,16 +8,17 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
-#include <future>
 #include <map>
 #include <regex>
 
 #include "octet/octet.hpp"
 #include "tools/args.hpp"
+#include "tools/checkpoint.hpp"
 #include "tools/checkpoint_files.hpp"
 #include "tools/checkpoint_format.hpp"
-#include "tools/checkpoint_writer.hpp"
+#include "tools/checkpoint_io.hpp"
 
 namespace octet::cli {
 namespace {
@@ -63,33 +64,6 @@ class Progress {
   bool on_;
 };
 
-// Reads the tensors of a file in index order onto the host, each one ahead on a helper thread,
-// so that reading the next tensor overlaps converting and writing this one (at most two input
-// tensors are held at a time).
-class Prefetcher {
- public:
-  Prefetcher(const std::string& path, const SafetensorsIndex& index) : path_(path), index_(index) { start(0); }
-  ~Prefetcher() {
-    if (ahead_.valid()) ahead_.wait();
-  }
-  // The tensor of entry i (called for i = 0, 1, 2, ... in turn).
-  Tensor take(size_t i, Device device) {
-    Tensor t = ahead_.get();
-    start(i + 1);
-    return t.to(device);
-  }
-
- private:
-  void start(size_t i) {
-    if (i < index_.entries.size())
-      ahead_ = std::async(std::launch::async,
-                          [this, i] { return read_safetensors_tensor(path_, index_, index_.entries[i], Device::cpu()); });
-  }
-  const std::string& path_;
-  const SafetensorsIndex& index_;
-  std::future<Tensor> ahead_;
-};
-
 std::string mb(double bytes) { return cat(std::round(bytes / 1e4) / 100, " MB"); }
 
 // What a conversion wrote: the tensors per output file (for a sharded index) and the byte counts.
@@ -104,7 +78,23 @@ struct Written {
     weight_map[name] = file;
     out_bytes += t.nbytes();
   }
+  void add_part(PlannedWriter& w, const std::string& file, const std::string& name, const Tensor& t) {
+    w.add_part(name, t);
+    weight_map[name] = file;
+    out_bytes += t.nbytes();
+  }
 };
+
+// Elements per chunk of a streamed tensor: a multiple of every blocksize, and small enough that
+// a chunk, its codes and the next chunk stay in the processor's caches.
+constexpr int64_t kChunk = int64_t{1} << 22;
+
+// Copies tensor e unchanged from `input` to `w`, a chunk at a time.
+void copy_tensor(const ChunkReader& input, const SafetensorsEntry& e, PlannedWriter& w, const std::string& file,
+                 Written& out) {
+  if (shape_numel(e.shape) == 0) return out.add(w, file, e.name, input.whole(e));
+  input.for_each_chunk(e, kChunk, [&](const Tensor& part, int64_t) { out.add_part(w, file, e.name, part); });
+}
 
 std::string file_name(const std::string& path) { return std::filesystem::path(path).filename().string(); }
 
@@ -171,21 +161,34 @@ void quantize_file(const char* op, const Checkpoint& c, const FileJob& job, cons
   PlannedWriter w(job.out, plan, metadata);
   const std::string file = file_name(job.out);
   Progress progress(index.entries.size());
-  Prefetcher input(job.in, index);
-  for (size_t i = 0; i < index.entries.size(); ++i) {
-    const SafetensorsEntry& e = index.entries[i];
-    const Tensor t = input.take(i, o.device);
-    out.in_bytes += t.nbytes();
+  const ChunkReader input(job.in, index);
+  for (const SafetensorsEntry& e : index.entries) {
+    out.in_bytes += e.end - e.begin;
     ++out.tensors;
     if (const char* why = o.copied_because(e)) {
-      out.add(w, file, e.name, t);
+      copy_tensor(input, e, w, file, out);
       ++out.copied[why];
       progress.step(e.name);
       continue;
     }
-    const Tensor a = t.dtype() == DType::f64 ? t.to(DType::f32) : t;
-    const Quantized q = o.blocksize ? quantize_blockwise(a, o.code, o.blocksize, o.nested) : quantize(a, o.code);
-    for (const auto& [name, x] : stored_tensors(e.name, q)) out.add(w, file, name, x);
+    const int64_t n = shape_numel(e.shape);
+    auto as_input = [&](const Tensor& t) { return (t.dtype() == DType::f64 ? t.to(DType::f32) : t).to(o.device); };
+    if (o.blocksize && !o.nested && n > 0) {
+      // Blocks are independent: chunk by chunk gives the codes and absmax of the whole tensor.
+      Tensor absmax = Tensor::empty({(n + o.blocksize - 1) / o.blocksize}, DType::f32, Device::cpu());
+      input.for_each_chunk(e, kChunk, [&](const Tensor& part, int64_t first) {
+        const Quantized q = quantize_blockwise(as_input(part), o.code, o.blocksize);
+        out.add_part(w, file, e.name, q.codes);
+        const Tensor m = q.state.absmax.to(Device::cpu());
+        std::memcpy(absmax.data_ptr<float>() + first / o.blocksize, m.data(), m.nbytes());
+      });
+      out.add(w, file, e.name + ".absmax", absmax);
+      out.add(w, file, e.name + ".code", o.code.table(Device::cpu()));
+    } else {  // global and nested need the whole tensor
+      const Tensor a = as_input(input.whole(e));
+      const Quantized q = o.blocksize ? quantize_blockwise(a, o.code, o.blocksize, o.nested) : quantize(a, o.code);
+      for (const auto& [name, x] : stored_tensors(e.name, q)) out.add(w, file, name, x);
+    }
     ++out.converted;
     progress.step(e.name);
   }
@@ -208,17 +211,43 @@ void dequantize_file(const char* op, const Checkpoint& c, const FileJob& job, De
   PlannedWriter w(job.out, plan, metadata);
   const std::string file = file_name(job.out);
   Progress progress(index.entries.size() - state.size());
+  const ChunkReader input(job.in, index);
   for (const auto& e : index.entries) {
     if (state.count(e.name)) continue;
-    const auto it = quantized.find(e.name);
-    const Tensor x = it != quantized.end() ? restore(op, job.in, index, e.name, it->second, dev)
-                                           : read_safetensors_tensor(job.in, index, e, dev);
     out.in_bytes += e.end - e.begin;
     ++out.tensors;
-    out.add(w, file, e.name, x);
-    if (it != quantized.end()) ++out.converted;
-    else ++out.copied["not quantized"];
     progress.step(e.name);
+    const auto it = quantized.find(e.name);
+    if (it == quantized.end()) {
+      copy_tensor(input, e, w, file, out);
+      ++out.copied["not quantized"];
+      continue;
+    }
+    ++out.converted;
+    const QuantInfo& q = it->second;
+    const int64_t n = shape_numel(e.shape), blocks = q.blocksize ? (n + q.blocksize - 1) / q.blocksize : 1;
+    const Tensor absmax = q.nested || n == 0 ? Tensor() : input.whole(*index.find(e.name + ".absmax"));
+    const Tensor code = q.nested || n == 0 ? Tensor() : input.whole(*index.find(e.name + ".code"));
+    // Plain blockwise tensors in chunks; the rest (and any state that does not fit, so that
+    // dequantize_blockwise reports it) whole.
+    if (q.blocksize == 0 || !absmax.defined() || absmax.dtype() != DType::f32 || absmax.shape() != Shape{blocks} ||
+        code.dtype() != DType::f32 || code.shape() != Shape{256}) {
+      out.add(w, file, e.name, restore(op, job.in, index, e.name, q, dev));
+      continue;
+    }
+    const Tensor table = code.to(dev);
+    input.for_each_chunk(e, kChunk, [&](const Tensor& part, int64_t first) {
+      const int64_t count = (part.numel() + q.blocksize - 1) / q.blocksize;
+      QuantState st;
+      st.absmax = Tensor::from_host(absmax.data_ptr<float>() + first / q.blocksize, static_cast<size_t>(count),
+                                    DType::f32, Shape{count}, dev);
+      st.code = table;
+      st.blocksize = q.blocksize;
+      st.dtype = q.dtype == DType::f64 ? DType::f32 : q.dtype;
+      st.shape = part.shape();
+      const Tensor x = dequantize_blockwise(part.to(dev), st);
+      out.add_part(w, file, e.name, q.dtype == DType::f64 ? x.to(DType::f64) : x);
+    });
   }
   w.close();
 }
@@ -238,14 +267,22 @@ std::string target_of(const Checkpoint& c, const std::string& out) {
   return c.sharded ? cat(out, " (", c.files.size(), " shard", c.files.size() == 1 ? "" : "s", ")") : out;
 }
 
-int run_quantize(const Args& args) {
+// The parsed command line of octet quantize.
+struct QuantizeCommand {
+  QuantizeOptions options;
+  std::string in, out;
+  bool force = false;
+};
+
+QuantizeCommand parse_quantize(const Args& args) {
   ArgParser p(args, {"--global", "--nested", "--all", "--force"},
               {"--blocksize", "--code", "--device", "--skip", "--min-size"});
   if (p.positional().size() != 2) throw UsageError("expects IN and OUT");
   if (p.has("--global") && p.has("--blocksize")) throw UsageError("--global and --blocksize exclude each other");
   if (p.has("--global") && p.has("--nested")) throw UsageError("--nested needs blockwise quantization (not --global)");
   if (p.has("--all") && p.has("--min-size")) throw UsageError("--all and --min-size exclude each other");
-  QuantizeOptions o;
+  QuantizeCommand c;
+  QuantizeOptions& o = c.options;
   o.blocksize = p.has("--global") ? 0 : p.integer("--blocksize", 4096, 32, 4096);
   if (o.blocksize & (o.blocksize - 1)) throw UsageError(cat("--blocksize must be a power of two, got ", o.blocksize));
   o.code_name = p.get("--code", "dynamic");
@@ -260,31 +297,68 @@ int run_quantize(const Args& args) {
     throw UsageError(cat("--skip: invalid regular expression '", p.get("--skip"), "' (", e.what(), ")"));
   }
   o.device = p.device();
-  const char* op = "octet quantize";
-  const std::string& out = p.positional()[1];
-  const Checkpoint c = plan_conversion(op, p.positional()[0], out, p.has("--force"));
+  c.in = p.positional()[0];
+  c.out = p.positional()[1];
+  c.force = p.has("--force");
+  return c;
+}
+
+// Plans and runs a conversion: file_fn(op, checkpoint, job, written) for every file, then the index.
+template <class FileFn>
+Written convert(const char* op, const std::string& in, const std::string& out, bool force, Checkpoint* plan,
+                FileFn file_fn) {
+  *plan = plan_conversion(op, in, out, force);
   Written w;
-  for (const FileJob& job : c.files) quantize_file(op, c, job, o, w);
-  if (c.sharded) write_index(op, c, w.weight_map, w.out_bytes);
+  for (const FileJob& job : plan->files) file_fn(op, *plan, job, w);
+  if (plan->sharded) write_index(op, *plan, w.weight_map, w.out_bytes);
+  return w;
+}
+
+Written run_quantize_files(const QuantizeCommand& c, Checkpoint* plan) {
+  return convert("octet quantize", c.in, c.out, c.force, plan,
+                 [&](const char* op, const Checkpoint& cp, const FileJob& job, Written& out) {
+                   quantize_file(op, cp, job, c.options, out);
+                 });
+}
+
+int run_quantize(const Args& args) {
+  const QuantizeCommand c = parse_quantize(args);
+  const QuantizeOptions& o = c.options;
+  Checkpoint plan;
+  const Written w = run_quantize_files(c, &plan);
   const double before = static_cast<double>(w.in_bytes), after = static_cast<double>(w.out_bytes);
-  std::printf("%s: quantized %zu of %zu tensors (%s, code %s%s) on %s: %s -> %s (%.2fx)%s\n", target_of(c, out).c_str(),
-              w.converted, w.tensors, o.blocksize ? cat("blocksize ", o.blocksize).c_str() : "global",
-              o.code_name.c_str(), o.nested ? ", nested absmax" : "", o.device.str().c_str(), mb(before).c_str(),
-              mb(after).c_str(), after > 0 ? before / after : 1.0, copied_summary(w).c_str());
+  std::printf("%s: quantized %zu of %zu tensors (%s, code %s%s) on %s: %s -> %s (%.2fx)%s\n",
+              target_of(plan, c.out).c_str(), w.converted, w.tensors,
+              o.blocksize ? cat("blocksize ", o.blocksize).c_str() : "global", o.code_name.c_str(),
+              o.nested ? ", nested absmax" : "", o.device.str().c_str(), mb(before).c_str(), mb(after).c_str(),
+              after > 0 ? before / after : 1.0, copied_summary(w).c_str());
   return 0;
 }
 
-int run_dequantize(const Args& args) {
+struct DequantizeCommand {
+  Device device;
+  std::string in, out;
+  bool force = false;
+};
+
+DequantizeCommand parse_dequantize(const Args& args) {
   ArgParser p(args, {"--force"}, {"--device"});
   if (p.positional().size() != 2) throw UsageError("expects IN and OUT");
-  const Device dev = p.device();
-  const char* op = "octet dequantize";
-  const std::string& out = p.positional()[1];
-  const Checkpoint c = plan_conversion(op, p.positional()[0], out, p.has("--force"));
-  Written w;
-  for (const FileJob& job : c.files) dequantize_file(op, c, job, dev, w);
-  if (c.sharded) write_index(op, c, w.weight_map, w.out_bytes);
-  std::printf("%s: restored %zu quantized tensors, copied %zu\n", target_of(c, out).c_str(), w.converted,
+  return {p.device(), p.positional()[0], p.positional()[1], p.has("--force")};
+}
+
+Written run_dequantize_files(const DequantizeCommand& c, Checkpoint* plan) {
+  return convert("octet dequantize", c.in, c.out, c.force, plan,
+                 [&](const char* op, const Checkpoint& cp, const FileJob& job, Written& out) {
+                   dequantize_file(op, cp, job, c.device, out);
+                 });
+}
+
+int run_dequantize(const Args& args) {
+  const DequantizeCommand c = parse_dequantize(args);
+  Checkpoint plan;
+  const Written w = run_dequantize_files(c, &plan);
+  std::printf("%s: restored %zu quantized tensors, copied %zu\n", target_of(plan, c.out).c_str(), w.converted,
               w.tensors - w.converted);
   return 0;
 }
@@ -375,6 +449,18 @@ int run_info(const Args& args) {
 }
 
 }  // namespace
+
+Converted quantize_checkpoint(const Args& args) {
+  Checkpoint plan;
+  const Written w = run_quantize_files(parse_quantize(args), &plan);
+  return {w.in_bytes, w.out_bytes};
+}
+
+Converted dequantize_checkpoint(const Args& args) {
+  Checkpoint plan;
+  const Written w = run_dequantize_files(parse_dequantize(args), &plan);
+  return {w.in_bytes, w.out_bytes};
+}
 
 int quantize(const Args& args) { return with_usage("quantize", kQuantizeUsage, [&] { return run_quantize(args); }); }
 int dequantize(const Args& args) { return with_usage("dequantize", kDequantizeUsage, [&] { return run_dequantize(args); }); }
