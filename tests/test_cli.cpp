@@ -315,6 +315,32 @@ TEST_CASE("octet rejects bad files with exit 1 and a message naming file and ten
   for (const auto& p : {in, q, out}) fs::remove(p);
 }
 
+TEST_CASE("octet quantize/dequantize of tensors larger than a chunk equal the library on the whole tensor") {
+  const std::string in = temp_path("big_in.safetensors"), q = temp_path("big_q.safetensors"),
+                    out = temp_path("big_out.safetensors");
+  for (const auto& p : {in, q, out}) fs::remove(p);
+  manual_seed(21);
+  // Over 2^22 elements (the chunk), with a partial last chunk and, at blocksize 4096, a partial block.
+  const TensorMap m{{"wide", randn({2049, 2048 + 3}, DType::bf16)}, {"tall", randn({4099, 1025})}};
+  save_safetensors(in, m);
+  for (int64_t bs : {int64_t{4096}, int64_t{256}}) {
+    CAPTURE(bs);
+    const Run rq = octet_run("quantize " + in + " " + q + " --force --device cpu --blocksize " + std::to_string(bs));
+    REQUIRE_MESSAGE(rq.code == 0, rq.out);
+    const Run rd = octet_run("dequantize " + q + " " + out + " --force --device cpu");
+    REQUIRE_MESSAGE(rd.code == 0, rd.out);
+    const TensorMap stored = load_safetensors(q), back = load_safetensors(out);
+    for (const auto& [name, t] : m) {
+      CAPTURE(name);
+      const Quantized want = quantize_blockwise(t, Code(), bs);
+      CHECK(test::bitwise_equal(stored.at(name), want.codes));
+      CHECK(test::bitwise_equal(stored.at(name + ".absmax"), want.state.absmax));
+      CHECK(test::bitwise_equal(back.at(name), dequantize_blockwise(want.codes, want.state)));
+    }
+  }
+  for (const auto& p : {in, q, out}) fs::remove(p);
+}
+
 TEST_CASE("octet quantize/dequantize never write over their input and replace an existing OUT only with --force") {
   const std::string dir = temp_path("same");
   fs::remove_all(dir);
