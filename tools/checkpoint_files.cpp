@@ -15,7 +15,8 @@ using nlohmann::json;
 
 bool same_file(const std::string& a, const std::string& b) {
   struct stat sa {}, sb {};
-  if (::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0) return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+  if (::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0)
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
   std::error_code ea, eb;
   const fs::path ca = fs::weakly_canonical(a, ea), cb = fs::weakly_canonical(b, eb);
   return !ea && !eb && ca == cb;
@@ -53,7 +54,8 @@ json read_index(const char* op, const std::string& path) {
   if (map == j.end() || !map->is_object() || map->empty())
     fail(op, cat("index '", path, "' has no \"weight_map\" object of tensor names and shard files"));
   for (const auto& [name, file] : map->items()) {
-    if (!file.is_string()) fail(op, cat("index '", path, "': tensor '", name, "' maps to ", file.dump(), ", not a file name"));
+    if (!file.is_string())
+      fail(op, cat("index '", path, "': tensor '", name, "' maps to ", file.dump(), ", not a file name"));
     const std::string s = file.get<std::string>();
     if (s.empty() || s == "." || s == ".." || s.find('/') != std::string::npos || s == kIndexName)
       fail(op, cat("index '", path, "': tensor '", name, "' maps to '", s,
@@ -95,7 +97,8 @@ Checkpoint plan_conversion(const char* op, const std::string& in, const std::str
   for (const auto& [name, file] : c.index["weight_map"].items()) shards.insert(file.get<std::string>());
   for (const auto& s : shards) {
     const std::string src = (fs::path(c.in_folder) / s).string(), dst = (fs::path(out) / s).string();
-    if (!exists(src)) fail(op, cat("index '", index_path, "' lists shard '", s, "', which is not in '", c.in_folder, "'"));
+    if (!exists(src))
+      fail(op, cat("index '", index_path, "' lists shard '", s, "', which is not in '", c.in_folder, "'"));
     check_output(op, src, dst, force);
     c.files.push_back({src, dst});
   }

@@ -28,7 +28,8 @@ QuantInfo parse_info(const char* op, const std::string& path, const std::string&
   if (b == j.end() || d == j.end() || n == j.end() || c == j.end() || !b->is_number_unsigned() || !d->is_string() ||
       !n->is_boolean() || !c->is_string())
     bad(op, path, t,
-        cat("metadata ", kQuantPrefix, t, " must be {\"blocksize\": int, \"dtype\": str, \"nested\": bool, \"code\": str}"));
+        cat("metadata ", kQuantPrefix, t,
+            " must be {\"blocksize\": int, \"dtype\": str, \"nested\": bool, \"code\": str}"));
   const uint64_t bs = b->get<uint64_t>();
   if (bs != 0 && (bs < 32 || bs > 4096 || (bs & (bs - 1)) != 0))
     bad(op, path, t, cat("blocksize ", bs, " is neither 0 nor a power of two in [32, 4096]"));
@@ -38,7 +39,8 @@ QuantInfo parse_info(const char* op, const std::string& path, const std::string&
   } catch (const Error&) {
     q.dtype = DType::u8;
   }
-  if (!quantizable(q.dtype)) bad(op, path, t, cat("original dtype '", d->get<std::string>(), "' is not F32, F16, BF16 or F64"));
+  if (!quantizable(q.dtype))
+    bad(op, path, t, cat("original dtype '", d->get<std::string>(), "' is not F32, F16, BF16 or F64"));
   q.nested = n->get<bool>();
   if (q.nested && q.blocksize == 0) bad(op, path, t, "nested is only defined for blockwise quantization");
   q.code = c->get<std::string>();
@@ -91,10 +93,12 @@ QuantizedFile quantized_of(const char* op, const std::string& path, const Safete
     QuantInfo q = parse_info(op, path, t, value);
     const auto* codes = index.find(t);
     if (!codes) bad(op, path, t, cat("metadata ", key, " names a tensor that is not in the file"));
-    if (codes->dtype != DType::u8) bad(op, path, t, cat("codes must be U8, got ", safetensors_dtype_name(codes->dtype)));
+    if (codes->dtype != DType::u8)
+      bad(op, path, t, cat("codes must be U8, got ", safetensors_dtype_name(codes->dtype)));
     for (const auto& s : q.state_names(t)) {
       if (!index.find(s)) bad(op, path, t, cat("its state tensor '", s, "' is missing"));
-      if (!out.state.insert(s).second) bad(op, path, t, cat("its state tensor '", s, "' belongs to another tensor too"));
+      if (!out.state.insert(s).second)
+        bad(op, path, t, cat("its state tensor '", s, "' belongs to another tensor too"));
     }
     out.tensors.emplace(t, std::move(q));
   }

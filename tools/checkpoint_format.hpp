@@ -33,7 +33,8 @@ struct QuantInfo {
 // The tensors stored for quantized tensor `name`, in writing order: codes first, then the state.
 std::vector<std::pair<std::string, Tensor>> stored_tensors(const std::string& name, const Quantized& q);
 // Their names, dtypes and shapes, known before quantizing (for the output's header).
-std::vector<SafetensorsEntry> stored_layout(const std::string& name, const Shape& shape, int64_t blocksize, bool nested);
+std::vector<SafetensorsEntry> stored_layout(const std::string& name, const Shape& shape, int64_t blocksize,
+                                            bool nested);
 
 // The quantized tensors of a file (from its "octet.*" metadata), each checked against the index,
 // and the names of their state tensors (each owned by exactly one quantized tensor).

@@ -82,7 +82,8 @@ PlannedWriter::PlannedWriter(std::string path, std::vector<SafetensorsEntry> ent
     e.end = offset + bytes;
     offset = e.end;
     if (header.contains(e.name)) fail(kOp, cat("'", path_, "': tensor '", e.name, "' is planned twice"));
-    header[e.name] = {{"dtype", safetensors_dtype_name(e.dtype)}, {"shape", e.shape}, {"data_offsets", {e.begin, e.end}}};
+    header[e.name] = {
+        {"dtype", safetensors_dtype_name(e.dtype)}, {"shape", e.shape}, {"data_offsets", {e.begin, e.end}}};
   }
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::string text;

@@ -166,7 +166,8 @@ OCTET_AVX2 inline __m256i index8(__m256 x, const FastIndex& f) {
   const __m256 tiny = _mm256_cmp_ps(abs8(y), _mm256_set1_ps(f.band), _CMP_LT_OQ);
   const __m256 positive = _mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_GT_OQ);
   const __m256i bits = _mm256_castps_si256(_mm256_mul_ps(y, _mm256_set1_ps(f.scale)));
-  const __m256i o = _mm256_xor_si256(bits, _mm256_and_si256(_mm256_srai_epi32(bits, 31), _mm256_set1_epi32(0x7FFFFFFF)));
+  const __m256i sign_fill = _mm256_and_si256(_mm256_srai_epi32(bits, 31), _mm256_set1_epi32(0x7FFFFFFF));
+  const __m256i o = _mm256_xor_si256(bits, sign_fill);  // ordered()
   __m256i key = _mm256_sub_epi32(_mm256_sra_epi32(o, _mm_cvtsi32_si128(f.shift)), _mm256_set1_epi32(f.kmin));
   key = _mm256_min_epi32(_mm256_max_epi32(key, _mm256_setzero_si256()), _mm256_set1_epi32(f.last));
   const __m256i e = _mm256_i32gather_epi32(reinterpret_cast<const int*>(f.entries), key, 4);
