@@ -266,3 +266,11 @@ TEST_CASE("octet quantize rejects broken sharded checkpoints with a message nami
                 file_out.out);
   for (const auto& p : {dir, out}) fs::remove_all(p);
 }
+
+// With a GPU, `octet bench quant` would run the GPU family: only the machines without one can
+// check this quickly.
+TEST_CASE("octet bench without a GPU names the GPU families it skips [no gpu]" * doctest::skip(test::has_gpu())) {
+  const Run r = octet_run("bench quant clip --runs 1");
+  CHECK(r.code == 0);
+  CHECK_MESSAGE(r.out.find("no CUDA device; skipping the GPU families (quant, clip)") != std::string::npos, r.out);
+}
