@@ -21,8 +21,8 @@ ChunkReader::~ChunkReader() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-Tensor ChunkReader::read(const SafetensorsEntry& e, int64_t first, int64_t count, const Shape& shape) const {
-  Tensor t = Tensor::empty(shape, e.dtype, Device::cpu());
+void ChunkReader::read_into(const SafetensorsEntry& e, int64_t first, const Tensor& t) const {
+  const int64_t count = t.numel();
   const size_t size = dtype_size(e.dtype), bytes = static_cast<size_t>(count) * size;
   const uint64_t at = index_.data_start + e.begin + static_cast<uint64_t>(first) * size;
   if (e.begin + static_cast<uint64_t>(first + count) * size > e.end)
@@ -36,17 +36,25 @@ Tensor ChunkReader::read(const SafetensorsEntry& e, int64_t first, int64_t count
       fail("ChunkReader", cat("file '", path_, "': tensor '", e.name, "': read error (file changed or truncated?)"));
     done += static_cast<size_t>(got);
   }
-  return t;
 }
 
-Tensor ChunkReader::whole(const SafetensorsEntry& e) const { return read(e, 0, shape_numel(e.shape), e.shape); }
+Tensor ChunkReader::whole(const SafetensorsEntry& e) const {
+  Tensor t = Tensor::empty(e.shape, e.dtype, Device::cpu());
+  read_into(e, 0, t);
+  return t;
+}
 
 void ChunkReader::for_each_chunk(const SafetensorsEntry& e, int64_t chunk,
                                  const std::function<void(const Tensor&, int64_t)>& fn) const {
   const int64_t n = shape_numel(e.shape);
+  // The buffers are allocated here, not on the helper threads: each new thread could otherwise
+  // leave freed chunks resident in a malloc arena of its own.
   auto start = [&](int64_t first) {
-    const int64_t count = std::min(chunk, n - first);
-    return std::async(std::launch::async, [this, &e, first, count] { return read(e, first, count, Shape{count}); });
+    Tensor t = Tensor::empty({std::min(chunk, n - first)}, e.dtype, Device::cpu());
+    return std::async(std::launch::async, [this, &e, first, t] {
+      read_into(e, first, t);
+      return t;
+    });
   };
   if (n == 0) return;
   std::future<Tensor> ahead = start(0);

@@ -34,7 +34,7 @@ class ChunkReader {
                       const std::function<void(const Tensor& part, int64_t first)>& fn) const;
 
  private:
-  Tensor read(const SafetensorsEntry& e, int64_t first, int64_t count, const Shape& shape) const;
+  void read_into(const SafetensorsEntry& e, int64_t first, const Tensor& t) const;  // t.numel() elements from `first`
   std::string path_;
   const SafetensorsIndex& index_;
   int fd_ = -1;
