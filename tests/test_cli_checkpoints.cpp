@@ -19,7 +19,7 @@ TEST_CASE("octet quantize/dequantize of tensors larger than a chunk equal the li
                     out = temp_path("big_out.safetensors");
   for (const auto& p : {in, q, out}) fs::remove(p);
   manual_seed(21);
-  // Over 2^22 elements (the chunk), with a partial last chunk and, at blocksize 4096, a partial block.
+  // Over two chunks of 2^21 elements, with a partial last chunk and, at blocksize 4096, a partial block.
   const TensorMap m{{"wide", randn({2049, 2048 + 3}, DType::bf16)}, {"tall", randn({4099, 1025})}};
   save_safetensors(in, m);
   for (int64_t bs : {int64_t{4096}, int64_t{256}}) {

@@ -87,7 +87,7 @@ struct Written {
 
 // Elements per chunk of a streamed tensor: a multiple of every blocksize, and small enough that
 // a chunk, its codes and the next chunk stay in the processor's caches.
-constexpr int64_t kChunk = int64_t{1} << 22;
+constexpr int64_t kChunk = int64_t{1} << 21;
 
 // Copies tensor e unchanged from `input` to `w`, a chunk at a time.
 void copy_tensor(const ChunkReader& input, const SafetensorsEntry& e, PlannedWriter& w, const std::string& file,
