@@ -1,8 +1,10 @@
 // octet quantize / dequantize / info: 8-bit quantized safetensors checkpoints (docs/checkpoints.md).
 // The stored layout is in checkpoint_format.hpp, paths and sharded checkpoints in
-// checkpoint_files.hpp. Files are processed one tensor at a time (read, convert, write with
-// PlannedWriter), so peak memory stays a few times the largest tensor. Problems are
-// octet::Error naming the file and tensor (exit 1), bad command lines are UsageError (exit 2).
+// checkpoint_files.hpp, streaming reads and writes in checkpoint_io.hpp. Files are processed one
+// tensor at a time: blockwise (not nested) and copied tensors in chunks, global and nested ones
+// and info --check whole, so peak memory stays a few chunks, or a few times the largest tensor
+// that is converted whole. Problems are octet::Error naming the file and tensor (exit 1), bad
+// command lines are UsageError (exit 2).
 #include <unistd.h>
 
 #include <algorithm>
