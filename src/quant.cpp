@@ -191,11 +191,12 @@ void quantize_into(const char* op, const Tensor& A, const Code& code, int64_t bl
   float* am = static_cast<float*>(absmax.data());
   if (A.device().is_cpu()) {
     const quant_index::Tables& tab = detail::CodeAccess::tables(code);
+    const cpu::IndexLut& lut = detail::CodeAccess::lut(code);
     if (blocksize > 0) {
-      cpu::quantize_blockwise(A.dtype(), A.data(), n, tab, blocksize, am, c, f);
+      cpu::quantize_blockwise(A.dtype(), A.data(), n, tab, &lut, blocksize, am, c, f);
     } else {
       am[0] = cpu::absmax_global(A.dtype(), A.data(), n);
-      cpu::quantize_global(A.dtype(), A.data(), n, tab, am[0], c, f);
+      cpu::quantize_global(A.dtype(), A.data(), n, tab, &lut, am[0], c, f);
     }
     return;
   }

@@ -1,69 +1,19 @@
 // The octet program end to end ($OCTET_BIN, set by meson): quantize -> dequantize on a generated
 // checkpoint compared bit for bit with the library's dequantize, the stored layout and metadata,
 // info (with --check), every bad command line (exit 2 + usage) and bad file (exit 1), demo.
-#include <sys/wait.h>
-#include <unistd.h>
-
+// Sharded folders, the default selection and the overwrite rules: tests/test_cli_checkpoints.cpp.
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "tests/helpers.hpp"
+#include "tests/cli_run.hpp"
 
 using namespace octet;
+using namespace octet::cli_test;
 namespace fs = std::filesystem;
 
 namespace {
-
-struct Run {
-  int code = -1;
-  std::string out;  // stdout and stderr together
-};
-
-std::string temp_path(const std::string& name) {
-  return (fs::temp_directory_path() / ("octet_cli_" + std::to_string(::getpid()) + "_" + name)).string();
-}
-
-Run octet_run(const std::string& args) {
-  const char* bin = std::getenv("OCTET_BIN");
-  REQUIRE_MESSAGE(bin != nullptr, "OCTET_BIN is not set (meson test sets it to the octet program)");
-  Run r;
-  FILE* f = ::popen((std::string(bin) + " " + args + " 2>&1 </dev/null").c_str(), "r");
-  REQUIRE(f != nullptr);
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) r.out.append(buf, n);
-  const int status = ::pclose(f);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
-// A checkpoint with odd sizes, partial blocks, an empty tensor and tensors that must be copied.
-TensorMap sample_checkpoint() {
-  manual_seed(1234);
-  TensorMap m;
-  m["layer.w"] = randn({37, 129});
-  m["layer.b"] = randn({300}, DType::f16);
-  m["emb"] = randn({3, 70}, DType::bf16);
-  m["empty"] = Tensor::empty({0, 3}, DType::bf16);
-  m["double"] = randn({50}, DType::f64);
-  m["skip.w"] = randn({40});
-  m["steps"] = Tensor::full({5}, 7.0, DType::i64);
-  m["fp8"] = randn({9}).to(DType::f8_e4m3);
-  return m;
-}
-
-bool quantizable(DType t) { return t == DType::f32 || t == DType::f16 || t == DType::bf16 || t == DType::f64; }
-
-// What the library gives for tensor a with these options (the reference for octet dequantize).
-Tensor library_roundtrip(const Tensor& a, const Code& code, int64_t blocksize, bool nested) {
-  const Tensor x = a.dtype() == DType::f64 ? a.to(DType::f32) : a;
-  const Quantized q = blocksize ? quantize_blockwise(x, code, blocksize, nested) : quantize(x, code);
-  const Tensor y = blocksize ? dequantize_blockwise(q.codes, q.state) : dequantize(q.codes, q.state);
-  return a.dtype() == DType::f64 ? y.to(DType::f64) : y;
-}
 
 struct Case {
   std::string flags, code;
@@ -76,8 +26,9 @@ void check_roundtrip(const Case& c, const std::string& device_flag) {
   CAPTURE(c.flags);
   const TensorMap m = sample_checkpoint();
   const std::string in = temp_path("in.safetensors"), q = temp_path("q.safetensors"), out = temp_path("out.safetensors");
+  for (const auto& p : {q, out}) fs::remove(p);
   save_safetensors(in, m, {{"source", "test"}});
-  const Run rq = octet_run("quantize " + in + " " + q + " " + c.flags + " --skip '^skip\\.' " + device_flag);
+  const Run rq = octet_run("quantize " + in + " " + q + " " + c.flags + " --all --skip '^skip\\.' " + device_flag);
   REQUIRE_MESSAGE(rq.code == 0, rq.out);
   CHECK(rq.out.find('\r') == std::string::npos);  // no progress bar when stderr is not a terminal
   CHECK(rq.out.find("quantized 5 of 8 tensors") != std::string::npos);
@@ -154,8 +105,8 @@ OCTET_CUDA_TEST("octet quantize then dequantize on the GPU") {
 OCTET_CUDA_TEST("octet quantize writes the same file on the GPU as on the CPU") {
   save_safetensors(temp_path("in.safetensors"), sample_checkpoint());
   const std::string in = temp_path("in.safetensors"), a = temp_path("a.safetensors"), b = temp_path("b.safetensors");
-  REQUIRE(octet_run("quantize " + in + " " + a + " --blocksize 128 --nested --device cpu").code == 0);
-  REQUIRE(octet_run("quantize " + in + " " + b + " --blocksize 128 --nested --device cuda").code == 0);
+  REQUIRE(octet_run("quantize " + in + " " + a + " --blocksize 128 --nested --all --force --device cpu").code == 0);
+  REQUIRE(octet_run("quantize " + in + " " + b + " --blocksize 128 --nested --all --force --device cuda").code == 0);
   const TensorMap x = load_safetensors(a), y = load_safetensors(b);
   REQUIRE(x.size() == y.size());
   for (const auto& [name, t] : x) {
@@ -168,7 +119,7 @@ OCTET_CUDA_TEST("octet quantize writes the same file on the GPU as on the CPU") 
 TEST_CASE("octet info lists tensors, sizes and compression") {
   const std::string in = temp_path("info_in.safetensors"), q = temp_path("info_q.safetensors");
   save_safetensors(in, sample_checkpoint());
-  REQUIRE(octet_run("quantize " + in + " " + q + " --blocksize 256 --device cpu").code == 0);
+  REQUIRE(octet_run("quantize " + in + " " + q + " --blocksize 256 --all --force --device cpu").code == 0);
   const Run plain = octet_run("info " + in);
   REQUIRE_MESSAGE(plain.code == 0, plain.out);
   CHECK(plain.out.find("8 tensors, 0 quantized") != std::string::npos);
@@ -203,6 +154,9 @@ TEST_CASE("octet command line errors exit with 2 and the usage") {
       {base + "--blocksize 64 --blocksize 64", "given twice"},
       {base + "--global --blocksize 64", "exclude each other"},
       {base + "--global --nested", "--nested needs blockwise"},
+      {base + "--all --min-size 10", "--all and --min-size exclude each other"},
+      {base + "--min-size -1", "--min-size expects an integer in [0, "},
+      {base + "--force=yes", "option --force takes no value"},
       {base + "--nested=1", "takes no value"},
       {base + "--code bogus", "--code expects dynamic"},
       {base + "--skip '('", "invalid regular expression"},
@@ -239,14 +193,14 @@ TEST_CASE("octet rejects bad files with exit 1 and a message naming file and ten
   expect("info " + temp_path("missing"), "cannot be read");
   // A state-tensor name that is already taken.
   save_safetensors(in, {{"w", Tensor::full({4}, 1.0)}, {"w.absmax", Tensor::full({1}, 1.0)}});
-  expect("quantize " + in + " " + q + " --device cpu", "would collide with");
+  expect("quantize " + in + " " + q + " --all --device cpu", "would collide with");
   CHECK(!fs::exists(q));
-  REQUIRE(octet_run("quantize " + in + " " + q + " --device cpu --skip '^w$'").code == 0);
+  REQUIRE(octet_run("quantize " + in + " " + q + " --all --device cpu --skip '^w$'").code == 0);
   // Already quantized.
   expect("quantize " + q + " " + out + " --device cpu", "already holds quantized tensors");
 
   save_safetensors(in, sample_checkpoint());
-  REQUIRE(octet_run("quantize " + in + " " + q + " --blocksize 64 --nested --device cpu").code == 0);
+  REQUIRE(octet_run("quantize " + in + " " + q + " --blocksize 64 --nested --all --force --device cpu").code == 0);
   TensorMap stored = load_safetensors(q);
   Metadata meta = load_safetensors_metadata(q);
   auto rewrite = [&](TensorMap t, Metadata m) { save_safetensors(q, t, m); };

@@ -2,17 +2,20 @@
 // named on the command line), prints a table and writes JSON (--json FILE). The JSON names where
 // its figures come from: device, NVIDIA driver, CUDA versions, octet version and commit, UTC date;
 // tools/plot-bench renders it for docs/performance.md.
+// Without a GPU only the host families run (and no ceilings are measured).
 #include "tools/bench.hpp"
 
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <ctime>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "octet_build_config.h"
 #include "octet_commit.h"
@@ -22,9 +25,27 @@
 namespace octet::bench {
 namespace {
 
-std::vector<std::pair<std::string, BenchFn>>& registry() {
-  static std::vector<std::pair<std::string, BenchFn>> r;
+struct Family {
+  std::string name;
+  BenchFn fn;
+  bool host_only;
+};
+
+std::vector<Family>& registry() {
+  static std::vector<Family> r;
   return r;
+}
+
+// "Intel(R) Xeon(R) ... (2 threads)" from /proc/cpuinfo, or "host CPU".
+std::string cpu_name() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line, name = "host CPU";
+  while (std::getline(f, line))
+    if (line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos) {
+      name = line.substr(line.find(':') + 2);
+      break;
+    }
+  return cat(name, " (", std::thread::hardware_concurrency(), " threads)");
 }
 
 void check(cudaError_t e, const char* what) {
@@ -56,7 +77,9 @@ void measure_gemm_ceilings(Context& ctx) {
 
 }  // namespace
 
-Registrar::Registrar(const char* family, BenchFn fn) { registry().emplace_back(family, fn); }
+Registrar::Registrar(const char* family, BenchFn fn, bool host_only) {
+  registry().push_back({family, fn, host_only});
+}
 
 namespace {
 
@@ -93,6 +116,19 @@ double Context::gemm_tflops(DType t) {
 
 double Context::time_ms(const std::function<void(int)>& fn, double* min_ms) {
   const std::vector<float> times = timed_runs(current_stream(device.index), warmup, runs, 1.0f, fn);
+  if (min_ms) *min_ms = times.front();
+  return times[times.size() / 2];
+}
+
+double Context::time_host_ms(const std::function<void(int)>& fn, int warmup, int runs, double* min_ms) {
+  for (int i = 0; i < warmup; ++i) fn(i);
+  std::vector<double> times;
+  for (int r = 0; r < runs; ++r) {
+    const auto start = std::chrono::steady_clock::now();
+    fn(r);
+    times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+  }
+  std::sort(times.begin(), times.end());
   if (min_ms) *min_ms = times.front();
   return times[times.size() / 2];
 }
@@ -162,12 +198,13 @@ std::string utc_now() {
 }
 
 // Where the figures of this run come from (the JSON's top-level keys besides the records).
-nlohmann::json provenance(const cudaDeviceProp& p) {
+// p is null without a GPU: the figures are then the host's (device_name is the CPU's model).
+nlohmann::json provenance(const cudaDeviceProp* p, const std::string& device_name) {
   int runtime = 0, driver = 0;
   cudaRuntimeGetVersion(&runtime);
   if (cudaDriverGetVersion(&driver) != cudaSuccess) driver = 0;
-  return {{"device", p.name},
-          {"compute_capability", cat(p.major, ".", p.minor)},
+  return {{"device", device_name},
+          {"compute_capability", p ? cat(p->major, ".", p->minor) : std::string("none")},
           {"driver", nvidia_driver_version()},
           {"cuda_driver_api", cuda_version(driver)},
           {"cuda_runtime", cuda_version(runtime)},
@@ -196,29 +233,40 @@ int run_bench(const Args& args) {
   bench::Context ctx;
   ctx.runs = static_cast<int>(parser.integer("--runs", ctx.runs, 1, 100000));
   for (const auto& f : families)
-    if (std::none_of(bench::registry().begin(), bench::registry().end(), [&](const auto& r) { return r.first == f; }))
+    if (std::none_of(bench::registry().begin(), bench::registry().end(), [&](const auto& r) { return r.name == f; }))
       throw UsageError(cat("no benchmark family '", f, "'"));
-  if (!cuda_available()) {
-    std::printf("octet bench: no CUDA device; the benchmarks measure GPU kernels\n");
-    return 0;
+  const bool gpu = cuda_available();
+  auto wanted = [&](const std::string& f) {
+    return families.empty() || std::find(families.begin(), families.end(), f) != families.end();
+  };
+  if (!gpu) {
+    std::vector<std::string> skipped;
+    for (const auto& f : bench::registry())
+      if (!f.host_only && wanted(f.name)) skipped.push_back(f.name);
+    if (!skipped.empty()) {
+      std::string names;
+      for (const auto& n : skipped) names += (names.empty() ? "" : ", ") + n;
+      std::printf("octet bench: no CUDA device; skipping the GPU families (%s)\n", names.c_str());
+    }
   }
-  {
-    cudaDeviceProp prop{};
-    if (cudaGetDeviceProperties(&prop, ctx.device.index) == cudaSuccess) ctx.l2_bytes = static_cast<size_t>(prop.l2CacheSize);
+  std::string device_name = bench::cpu_name();
+  cudaDeviceProp prop{};
+  if (gpu) {
+    if (cudaGetDeviceProperties(&prop, ctx.device.index) == cudaSuccess) {
+      ctx.l2_bytes = static_cast<size_t>(prop.l2CacheSize);
+      device_name = prop.name;
+    }
+    bench::measure_copy_ceiling(ctx);
   }
-  bench::measure_copy_ceiling(ctx);
-  for (auto& [family, fn] : bench::registry()) {
-    if (!families.empty() && std::find(families.begin(), families.end(), family) == families.end()) continue;
-    fn(ctx);
-  }
-  (void)ctx.gemm_tflops(DType::f16);  // the GEMM ceilings are always reported
-  cudaDeviceProp p{};
-  cudaGetDeviceProperties(&p, ctx.device.index);
-  const nlohmann::json source = bench::provenance(p);
+  for (const auto& f : bench::registry())
+    if (wanted(f.name) && (gpu || f.host_only)) f.fn(ctx);
+  if (gpu) (void)ctx.gemm_tflops(DType::f16);  // the GEMM ceilings are always reported
+  if (ctx.records.empty()) return 0;
+  const nlohmann::json source = bench::provenance(gpu ? &prop : nullptr, device_name);
   std::printf("octet bench: %s (compute capability %s), driver %s, CUDA %s, octet %s commit %s, %s\n",
-              p.name, source["compute_capability"].get<std::string>().c_str(), source["driver"].get<std::string>().c_str(),
-              source["cuda_runtime"].get<std::string>().c_str(), OCTET_VERSION, OCTET_COMMIT,
-              source["date"].get<std::string>().c_str());
+              device_name.c_str(), source["compute_capability"].get<std::string>().c_str(),
+              source["driver"].get<std::string>().c_str(), source["cuda_runtime"].get<std::string>().c_str(),
+              OCTET_VERSION, OCTET_COMMIT, source["date"].get<std::string>().c_str());
   std::printf("%-9s %-34s %-36s %10s %12s %8s  %s\n", "family", "op", "params", "median ms", "value", "% ceil", "target / note");
   for (const auto& r : ctx.records) {
     const double pct = r.ceiling > 0 ? 100.0 * r.value / r.ceiling : 0.0;
@@ -227,6 +275,7 @@ int run_bench(const Args& args) {
   }
   if (!json_path.empty()) {
     nlohmann::json j = source;
+    j["host"] = bench::cpu_name();
     j["ceilings"] = {{"copy_gbps", ctx.ceilings.copy_gbps}, {"gemm_f32_tflops", ctx.ceilings.gemm_f32_tflops},
                      {"gemm_f16_tflops", ctx.ceilings.gemm_f16_tflops}, {"gemm_bf16_tflops", ctx.ceilings.gemm_bf16_tflops}};
     j["runs"] = ctx.runs;

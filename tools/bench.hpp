@@ -3,7 +3,9 @@
 // copy bandwidth counting read + write, first; cuBLAS f32/f16/bf16 GEMM rates when a family first
 // asks for them, or at the end: a second of full-power GEMMs leaves the GPU power-capped for the
 // rows right after it, which would read low).
-// A family adds one file tools/bench_<family>.cpp with OCTET_BENCH("<family>", function).
+// A family adds one file tools/bench_<family>.cpp with OCTET_BENCH("<family>", function), or
+// OCTET_BENCH_HOST for a family that measures CPU work only: those also run on a machine without
+// a GPU (then alone, without the device ceilings), timed on the host clock (time_host_ms).
 #pragma once
 #include <functional>
 #include <string>
@@ -61,6 +63,9 @@ class Context {
                    double min_ms, double ceiling_tflops, std::string target = "", std::string note = "");
   // The cuBLAS GEMM ceiling of t (f32, f16 or bf16) in TFLOP/s; the first call measures all three.
   double gemm_tflops(DType t);
+  // The median wall-clock milliseconds of `runs` calls of fn(i) after `warmup` untimed ones
+  // (and the minimum through min_ms), for work on the host.
+  double time_host_ms(const std::function<void(int)>& fn, int warmup, int runs, double* min_ms = nullptr);
   // Adds a plain time or ratio.
   Record& add_value(std::string family, std::string name, std::string params, double value, std::string unit,
                     double median_ms, std::string target = "", std::string note = "");
@@ -68,8 +73,10 @@ class Context {
 
 using BenchFn = void (*)(Context&);
 struct Registrar {
-  Registrar(const char* family, BenchFn fn);
+  Registrar(const char* family, BenchFn fn, bool host_only = false);
 };
 #define OCTET_BENCH(family, fn) static const ::octet::bench::Registrar octet_bench_registrar_##fn(family, fn);
+#define OCTET_BENCH_HOST(family, fn) \
+  static const ::octet::bench::Registrar octet_bench_registrar_##fn(family, fn, true);
 
 }  // namespace octet::bench

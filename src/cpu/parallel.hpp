@@ -1,6 +1,6 @@
-// parallel_for over [0, n) in contiguous chunks on std::threads (the CPU reference is plain C++;
-// threads only shorten tests). Chunks are fixed by n and the thread count, so results that
-// depend on the chunking stay deterministic for a given machine.
+// parallel_for over [0, n) in contiguous chunks on std::threads, the calling thread taking the
+// last chunk. Chunks are fixed by n and the thread count, so results that depend on the
+// chunking stay deterministic for a given machine.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -26,13 +26,13 @@ template <class F> void parallel_for(int64_t n, int64_t min_chunk, F&& f) {
   const int64_t chunk = (n + threads - 1) / threads;
   std::vector<std::thread> pool;
   std::vector<std::exception_ptr> errors(static_cast<size_t>(threads));
-  for (int64_t t = 0; t < threads; ++t) {
+  auto run = [&](int64_t t) {
     const int64_t b = t * chunk, e = std::min(n, b + chunk);
-    if (b >= e) break;
-    pool.emplace_back([&, b, e, t] {
-      try { f(b, e); } catch (...) { errors[static_cast<size_t>(t)] = std::current_exception(); }
-    });
-  }
+    if (b >= e) return;
+    try { f(b, e); } catch (...) { errors[static_cast<size_t>(t)] = std::current_exception(); }
+  };
+  for (int64_t t = 0; t + 1 < threads; ++t) pool.emplace_back(run, t);
+  run(threads - 1);
   for (auto& th : pool) th.join();
   for (auto& e : errors) if (e) std::rethrow_exception(e);
 }

@@ -1,7 +1,6 @@
-// CPU reference of the quant family: the code tables of bitsandbytes 0.49.2, the index lookup
-// table of the kernels (built from the closed-form rule), and blockwise/global quantize,
-// dequantize and fused fake-quantize. Plain loops; parallel_for only splits independent
-// blocks/elements, so results do not depend on the thread count.
+// Host side of the quant family: the code tables of bitsandbytes 0.49.2, the index lookup
+// tables of the kernels (built from the closed-form rule) and the nested-absmax helpers.
+// Quantize and dequantize themselves are in src/cpu/quant_fast.cpp.
 #include "src/cpu/quant.hpp"
 
 #include <algorithm>
@@ -294,40 +293,6 @@ IndexLut build_index_lut(const qi::Tables& t) {
 
 namespace {
 
-template <class T>
-void quantize_blockwise_t(const T* A, int64_t n, const qi::Tables& tab, int64_t B, float* absmax, uint8_t* codes,
-                          T* fake) {
-  const int64_t nb = (n + B - 1) / B;
-  parallel_for(nb, std::max<int64_t>(1, 65536 / B), [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const int64_t lo = b * B, hi = std::min(n, lo + B);
-      float m = 0.0f;  // NaN is ignored (a comparison with NaN is false)
-      for (int64_t i = lo; i < hi; ++i) {
-        const float a = std::fabs(load_f32(A[i]));
-        if (a > m) m = a;
-      }
-      absmax[b] = m;
-      const qi::Scale sc = qi::block_scale(m);
-      for (int64_t i = lo; i < hi; ++i) {
-        const int q = qi::closed_form(tab.code, tab.mid, qi::block_x(load_f32(A[i]), sc));
-        codes[i] = static_cast<uint8_t>(q);
-        if (fake) fake[i] = store<T>(qi::mul_nan(tab.code[q], m));
-      }
-    }
-  });
-}
-
-template <class T>
-void quantize_global_t(const T* A, int64_t n, const qi::Tables& tab, float absmax, uint8_t* codes, T* fake) {
-  parallel_for(n, 1 << 16, [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) {
-      const int q = qi::closed_form(tab.code, tab.mid, qi::global_x(load_f32(A[i]), absmax));
-      codes[i] = static_cast<uint8_t>(q);
-      if (fake) fake[i] = store<T>(qi::mul_nan(tab.code[q], absmax));
-    }
-  });
-}
-
 // Sums of 1024-element chunks in the CUDA kernel's order: 256 lanes each add x[t], x[t+256],
 // x[t+512], x[t+768] in turn, then a halving tree over the lanes.
 template <class T>
@@ -350,51 +315,6 @@ std::vector<double> chunk_sums(const T* x, int64_t n) {
 }
 
 }  // namespace
-
-void quantize_blockwise(DType t, const void* A, int64_t n, const qi::Tables& tab, int64_t blocksize, float* absmax,
-                        uint8_t* codes, void* fake_out) {
-  visit_float(t, "quantize_blockwise", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    quantize_blockwise_t(static_cast<const T*>(A), n, tab, blocksize, absmax, codes, static_cast<T*>(fake_out));
-  });
-}
-
-float absmax_global(DType t, const void* A, int64_t n) {
-  return visit_float(t, "quantize", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T* a = static_cast<const T*>(A);
-    uint32_t m = 0;  // max of |x| as bits: NaN (above Inf) wins
-    for (int64_t i = 0; i < n; ++i) {
-      uint32_t u = qi::float_bits(load_f32(a[i])) & 0x7FFFFFFFu;
-      if (u > 0x7F800000u) u = 0x7FC00000u;
-      m = std::max(m, u);
-    }
-    return qi::bits_float(m);
-  });
-}
-
-void quantize_global(DType t, const void* A, int64_t n, const qi::Tables& tab, float absmax, uint8_t* codes,
-                     void* fake_out) {
-  visit_float(t, "quantize", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    quantize_global_t(static_cast<const T*>(A), n, tab, absmax, codes, static_cast<T*>(fake_out));
-  });
-}
-
-void dequantize(const uint8_t* codes, int64_t n, const float* code, const float* absmax, int log2_blocksize,
-                const float* offset, DType out_t, void* out) {
-  visit_float(out_t, "dequantize", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    T* o = static_cast<T*>(out);
-    parallel_for(n, 1 << 16, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) {
-        float y = qi::mul_nan(code[codes[i]], absmax[i >> log2_blocksize]);
-        if (offset) y = qi::add_nan(y, *offset);
-        o[i] = store<T>(y);
-      }
-    });
-  });
-}
 
 float mean_tree(const float* x, int64_t n) {
   if (n == 0) return 0.0f;

@@ -1,8 +1,11 @@
-// CPU reference of the quant family (plain C++, threads only shorten tests) and the host-side
-// builders of the code tables and of the kernels' index lookup table.
+// CPU path of the quant family (src/cpu/quant_fast.cpp: vectorized where the processor allows,
+// threaded, bit-identical to the closed-form rule on every machine) and the host-side builders
+// of the code tables and of the kernels' index lookup table (src/cpu/quant.cpp).
 // Conventions: arguments are validated by src/quant.cpp; element counts are 64-bit; inputs
-// are f32/f16/bf16 read as float; `fake_out` (nullable) receives the dequantized values in
-// the input's dtype; log2_blocksize 63 means one absmax for the whole tensor.
+// are f32/f64/f16/bf16 read as float; `fake_out` (nullable) receives the dequantized values in
+// the input's dtype; `lut` (nullable) is the Code's index table: its compact table replaces the
+// binary search (nullptr or a table without one: closed_form() per element); log2_blocksize 63
+// means one absmax for the whole tensor.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -29,12 +32,17 @@ struct IndexLut {
 };
 IndexLut build_index_lut(const quant_index::Tables& t);
 
-void quantize_blockwise(DType t, const void* A, int64_t n, const quant_index::Tables& tab, int64_t blocksize,
-                        float* absmax, uint8_t* codes, void* fake_out);
+void quantize_blockwise(DType t, const void* A, int64_t n, const quant_index::Tables& tab, const IndexLut* lut,
+                        int64_t blocksize, float* absmax, uint8_t* codes, void* fake_out);
 // max |A| with NaN propagating (canonical NaN 0x7FC00000); 0 for n == 0.
 float absmax_global(DType t, const void* A, int64_t n);
-void quantize_global(DType t, const void* A, int64_t n, const quant_index::Tables& tab, float absmax, uint8_t* codes,
-                     void* fake_out);
+void quantize_global(DType t, const void* A, int64_t n, const quant_index::Tables& tab, const IndexLut* lut,
+                     float absmax, uint8_t* codes, void* fake_out);
+// The same without a lookup table: the binary search of closed_form() per element.
+inline void quantize_blockwise(DType t, const void* A, int64_t n, const quant_index::Tables& tab, int64_t blocksize,
+                               float* absmax, uint8_t* codes, void* fake_out) {
+  quantize_blockwise(t, A, n, tab, nullptr, blocksize, absmax, codes, fake_out);
+}
 // out = code[q] * absmax[i >> log2_blocksize] (+ *offset when given), rounded to out_t.
 void dequantize(const uint8_t* codes, int64_t n, const float* code, const float* absmax, int log2_blocksize,
                 const float* offset, DType out_t, void* out);
