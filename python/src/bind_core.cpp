@@ -36,7 +36,8 @@ Device device_arg(const std::string& name) { return Device::parse(name); }
 }  // namespace
 
 DType parse_dtype(nb::handle dtype, std::string_view op, std::string_view arg) {
-  std::string text = nb::cast<std::string>(nb::str(dtype));
+  // a type (ml_dtypes.bfloat16, numpy.float16) by its name, anything else by its str()
+  std::string text = nb::cast<std::string>(nb::hasattr(dtype, "__name__") ? nb::str(dtype.attr("__name__")) : nb::str(dtype));
   const size_t dot = text.rfind('.');
   if (dot != std::string::npos) text = text.substr(dot + 1);  // torch.float16, numpy.float16
   for (const DTypeName& d : kDTypeNames)

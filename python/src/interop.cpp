@@ -10,6 +10,8 @@
 //   octet's results. The result library's from_dlpack takes it; NumPy takes bf16/fp8 tensors as
 //   uint16/uint8 viewed as the ml_dtypes type.
 #include <cuda_runtime_api.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/string_view.h>
 
 #include <unordered_map>
 
@@ -44,10 +46,12 @@ const BitsType* bits_type_of(DType t) {
     if (b.dtype == t) return &b;
   return nullptr;
 }
-// The BitsType of a NumPy array of an ml_dtypes type (their dtype kind is 'V'), else nullptr.
+// The BitsType of a NumPy array of an ml_dtypes type (dtype kind 'V', or 'f' for float8_e5m2),
+// else nullptr.
 const BitsType* bits_type_of(nb::handle numpy_array) {
   nb::object dtype = numpy_array.attr("dtype");
-  if (nb::cast<std::string_view>(dtype.attr("kind")) != "V") return nullptr;
+  const std::string_view kind = nb::cast<std::string_view>(dtype.attr("kind"));
+  if (kind != "V" && kind != "f") return nullptr;
   const std::string_view name = nb::cast<std::string_view>(dtype.attr("name"));
   for (const BitsType& b : kBitsTypes)
     if (name == b.ml_name) return &b;
@@ -127,6 +131,16 @@ void order_after_octet(int device_index, cudaStream_t consumer) {
   }
 }
 
+// octet::from_dlpack, its refusal prefixed with the function and argument it was for.
+template <class Managed>
+Tensor imported(Managed* managed, std::string_view op, std::string_view arg) {
+  try {
+    return from_dlpack(managed);
+  } catch (const Error& e) {
+    throw Error(cat(op, ": argument '", arg, "': ", e.what()));
+  }
+}
+
 std::unordered_map<PyTypeObject*, ArrayLibrary>& library_cache() {
   static auto* cache = new std::unordered_map<PyTypeObject*, ArrayLibrary>();  // lives as long as the types
   return *cache;
@@ -201,14 +215,14 @@ Tensor import_array(nb::handle array, std::string_view op, std::string_view arg)
   if (PyCapsule_IsValid(cap, kVersioned)) {
     auto* managed = static_cast<DLManagedTensorVersioned*>(PyCapsule_GetPointer(cap, kVersioned));
     if (bits) managed->dl_tensor.dtype = bits->dl;
-    Tensor t = from_dlpack(managed);
+    Tensor t = imported(managed, op, arg);
     PyCapsule_SetName(cap, kUsedVersioned);
     return t;
   }
   if (PyCapsule_IsValid(cap, kLegacy)) {
     auto* managed = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(cap, kLegacy));
     if (bits) managed->dl_tensor.dtype = bits->dl;
-    Tensor t = from_dlpack(managed);
+    Tensor t = imported(managed, op, arg);
     PyCapsule_SetName(cap, kUsedLegacy);
     return t;
   }

@@ -20,8 +20,8 @@ def test_error_classes():
     assert issubclass(octet.Error, RuntimeError)
     assert issubclass(octet.ValueError, octet.Error) and issubclass(octet.ValueError, ValueError)
     assert issubclass(octet.TypeError, octet.Error) and issubclass(octet.TypeError, TypeError)
-    with pytest.raises(octet.ValueError, match=r"Device::parse: argument 'name': expected cpu, cuda or cuda:N, got gpu"):
-        octet.device("gpu")
+    with pytest.raises(octet.ValueError, match=r"Device::parse: argument 'name': expected cpu, cuda or cuda:N, got tpu"):
+        octet.device("tpu")
     with pytest.raises(octet.Error, match="No such file|cannot open|file"):
         octet.load_safetensors("/nonexistent/x.safetensors")
 
