@@ -24,13 +24,16 @@ __all__ = ["Fp8Scaling", "LinearFP8", "LinearFP8Global", "LinearFP8Mixed", "matm
 
 
 @contextlib.contextmanager
-def on_torch_stream(tensor):
-    """Runs octet's work for ``tensor``'s GPU on torch's current stream inside the block."""
-    if not tensor.is_cuda:
+def on_torch_stream(where):
+    """Runs octet's work for the GPU of ``where`` (a tensor or a torch.device) on torch's current
+    stream of that GPU inside the block."""
+    device = torch.device(getattr(where, "device", where))
+    if device.type != "cuda":
         yield
         return
-    device = f"cuda:{tensor.device.index if tensor.device.index is not None else torch.cuda.current_device()}"
-    ours = torch.cuda.current_stream(tensor.device).cuda_stream
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    ours = torch.cuda.current_stream(index).cuda_stream
+    device = f"cuda:{index}"
     previous = _octet.current_stream(device)
     if ours == previous:
         yield
@@ -52,16 +55,16 @@ class _Recorded(torch.autograd.Function):
     @staticmethod
     def forward(ctx, call, *tensors):
         needs = tuple(bool(n) for n in ctx.needs_input_grad[1:])
-        with on_torch_stream(tensors[0]):
+        ctx.device = tensors[0].device
+        with on_torch_stream(ctx.device):
             out, ctx.recorded = call([_arg(t) for t in tensors], needs)
-        ctx.lead = tensors[0]
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        with on_torch_stream(ctx.lead):
+        with on_torch_stream(ctx.device):
             grads = ctx.recorded.backward(grad.contiguous())
-        ctx.recorded = ctx.lead = None
+        ctx.recorded = None
         return (None, *grads)
 
 
@@ -81,16 +84,16 @@ class _Linear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, layer):
         needs = tuple(bool(n) for n in ctx.needs_input_grad[:3])
-        with on_torch_stream(x):
+        ctx.device = x.device
+        with on_torch_stream(ctx.device):
             y, ctx.recorded = layer.forward_recorded(_arg(x), _arg(weight), _arg(bias), needs)
-        ctx.lead = x
         return y
 
     @staticmethod
     def backward(ctx, grad):
-        with on_torch_stream(ctx.lead):
+        with on_torch_stream(ctx.device):
             gx, gw, gb = ctx.recorded.backward(grad.contiguous())
-        ctx.recorded = ctx.lead = None
+        ctx.recorded = None
         return gx, gw, gb, None
 
 

@@ -137,7 +137,16 @@ def test_capsule_protocol_versions_and_renaming():
 
     p = Producer(np.arange(4, dtype=np.float32))
     assert octet.asarray(p).data_ptr == p.x.ctypes.data
-    assert capsule_name(p.capsules[-1]) in ("used_dltensor_versioned", "used_dltensor")
+    assert capsule_name(p.capsules[-1]) == "used_dltensor_versioned"
+
+    class LegacyProducer(Producer):  # before DLPack 1.0: no max_version
+        def __dlpack__(self, stream=None):
+            self.capsules.append(self.x.__dlpack__())
+            return self.capsules[-1]
+
+    p = LegacyProducer(np.arange(4, dtype=np.float32))
+    assert octet.asarray(p).data_ptr == p.x.ctypes.data
+    assert capsule_name(p.capsules[-1]) == "used_dltensor"
 
 
 def test_refused_exports_do_not_leak_or_crash():
