@@ -69,8 +69,9 @@ nb::object ml_dtypes_type(const BitsType& b) {
 }
 
 // ---- libraries ---------------------------------------------------------------------------------
-nb::object numpy_module() {
-  static nb::object numpy = nb::module_::import_("numpy");  // leaked on purpose: outlives the module
+nb::handle numpy_module() {
+  // Never released: a static nb::object would be destroyed after the interpreter has finalized.
+  static PyObject* numpy = nb::module_::import_("numpy").release().ptr();
   return numpy;
 }
 
