@@ -117,15 +117,25 @@ cudaStream_t consumer_stream(nb::handle stream) {
   return reinterpret_cast<cudaStream_t>(static_cast<intptr_t>(value));
 }
 
-// Makes `consumer` wait for the work enqueued so far on octet's current stream of the device.
+// Makes `consumer` wait for the work enqueued so far on octet's current stream of the device,
+// through one event per device, made once and recorded again for each wait (a wait takes the
+// event's state at the time it is enqueued; the GIL serializes the calls).
 void order_after_octet(int device_index, cudaStream_t consumer) {
   cudaStream_t producer = current_stream(device_index);
   if (producer == consumer) return;
-  cudaEvent_t event = nullptr;
-  cudaError_t e = cudaEventCreateWithFlags(&event, cudaEventDisableTiming);
+  static std::unordered_map<int, cudaEvent_t>* events = new std::unordered_map<int, cudaEvent_t>();
+  int previous = 0;
+  bool switched = false;
+  cudaError_t e = cudaGetDevice(&previous);  // the event belongs to the streams' device
+  if (e == cudaSuccess && previous != device_index) {
+    e = cudaSetDevice(device_index);
+    switched = e == cudaSuccess;
+  }
+  cudaEvent_t& event = (*events)[device_index];
+  if (e == cudaSuccess && !event) e = cudaEventCreateWithFlags(&event, cudaEventDisableTiming);
   if (e == cudaSuccess) e = cudaEventRecord(event, producer);
   if (e == cudaSuccess) e = cudaStreamWaitEvent(consumer, event, 0);
-  if (event) (void)cudaEventDestroy(event);  // released once the wait is done
+  if (switched) (void)cudaSetDevice(previous);
   if (e != cudaSuccess) {
     (void)cudaGetLastError();
     throw Error(cat("octet.Array.__dlpack__: ordering the consumer's stream after octet's: ", cudaGetErrorString(e)));
