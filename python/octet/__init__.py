@@ -18,7 +18,7 @@ import pkgutil as _pkgutil
 __path__ = _pkgutil.extend_path(__path__, __name__)
 
 from ._octet import (  # noqa: E402
-    Array, ClipState, Code, Error, QuantState, TypeError, ValueError, asarray, cast_to_fp8, copy_,
+    __version__, Array, ClipState, Code, Error, QuantState, TypeError, ValueError, asarray, cast_to_fp8, copy_,
     create_dynamic_map, create_fp8_map, create_linear_map, cuda_available, cuda_device_count,
     current_stream, default_device, dequantize, dequantize_blockwise, dequantize_fp8, device, dtype_name,
     fake_quantize, fake_quantize_blockwise, fp8_amax, fp8_block_sizes, fp8_current_scale, fp8_delayed_scale,
@@ -44,5 +44,3 @@ def stream(stream, device="cuda"):
     finally:
         set_stream(device, previous)
 
-
-__version__ = "0.1.0"
