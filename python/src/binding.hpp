@@ -22,7 +22,7 @@ namespace nb = nanobind;
 // type's top-level module), or none: results then stay octet.Array objects (they export DLPack).
 // NumPy is special only in its element types: bf16 and fp8 go through ml_dtypes.
 struct ArrayLibrary {
-  nb::object from_dlpack;  // None: return octet.Array
+  nb::object from_dlpack = nb::none();  // None: return octet.Array
   bool numpy = false;
 };
 

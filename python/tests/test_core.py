@@ -162,3 +162,29 @@ def test_refused_exports_do_not_leak_or_crash():
     x = np.ones((4, 4), np.float32)
     with pytest.raises(octet.ValueError):
         octet.asarray(x.T)  # strided: refused, the capsule goes back to NumPy
+
+
+def test_like_names_the_result_library():
+    assert isinstance(octet.rand((3,), like=np), np.ndarray)
+    assert isinstance(octet.create_dynamic_map(like=None), np.ndarray)
+    x = np.arange(6, dtype=np.float64)
+    y = octet.from_dlpack(x, like=np)  # the same memory, back as NumPy
+    assert isinstance(y, np.ndarray) and y.ctypes.data == x.ctypes.data
+    assert isinstance(octet.from_dlpack(x, like=octet.asarray(x)), octet.Array)
+
+
+def test_results_of_an_unknown_library_are_octet_arrays():
+    class Foreign:  # an array type of a module without from_dlpack
+        def __init__(self, x):
+            self.x = x
+
+        def __dlpack__(self, **kwargs):
+            return self.x.__dlpack__(**kwargs)
+
+        def __dlpack_device__(self):
+            return self.x.__dlpack_device__()
+
+    out = octet.fake_quantize(Foreign(np.linspace(-1, 1, 9, dtype=np.float32)))
+    assert isinstance(out, octet.Array) and out.shape == (9,) and out.dtype == "f32"
+    assert np.array_equal(np.from_dlpack(out), octet.fake_quantize(np.linspace(-1, 1, 9, dtype=np.float32)))
+    assert isinstance(octet.fake_quantize(octet.asarray(np.ones(3, np.float32))), octet.Array)
