@@ -86,7 +86,8 @@ def main(argv=None):
         print(f"{r['family']:9} {r['name']:22} {r['params']:72} {r['value']:6.2f} {r['unit']}  {r['target']}; {r['note']}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": device if device == "cpu" else _device_name(), "records": records}, f, indent=2)
+            json.dump({"device": device if device == "cpu" else _device_name(), "ceilings": {}, "runs": args.rounds,
+                       "records": records}, f, indent=2)
             f.write("\n")
     return 0
 
