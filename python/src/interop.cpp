@@ -7,12 +7,14 @@
 //   set to bf16/fp8 before octet takes them.
 // Out: octet.Array holds a tensor and exports it (__dlpack__/__dlpack_device__); the consumer's
 //   __dlpack__(stream=S) makes S wait for octet's current stream (an event), so the consumer sees
-//   octet's results. The result library's from_dlpack takes it; NumPy takes bf16/fp8 tensors as
-//   uint16/uint8 viewed as the ml_dtypes type.
+//   octet's results, and when S is another stream, octet's free of the memory (on its stream, once
+//   the consumer lets go) first waits for what S queued until then. The result library's
+//   from_dlpack takes it; NumPy takes bf16/fp8 tensors as uint16/uint8 viewed as the ml_dtypes type.
 #include <cuda_runtime_api.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/string_view.h>
 
+#include <optional>
 #include <unordered_map>
 
 #include "octet/dlpack.hpp"
@@ -140,6 +142,66 @@ void order_after_octet(int device_index, cudaStream_t consumer) {
     (void)cudaGetLastError();
     throw Error(cat("octet.Array.__dlpack__: ordering the consumer's stream after octet's: ", cudaGetErrorString(e)));
   }
+}
+
+// Enqueues on octet's current stream of the device (where a free is enqueued) a wait for the
+// work queued so far on `consumer`. Runs in deleters (any thread, maybe at exit): throws nothing.
+void wait_for_consumer(int device_index, cudaStream_t consumer) noexcept {
+  int previous = -1;
+  if (cudaGetDevice(&previous) != cudaSuccess || (previous != device_index && cudaSetDevice(device_index) != cudaSuccess)) {
+    (void)cudaGetLastError();
+    return;
+  }
+  try {
+    cudaStream_t ours = current_stream(device_index);
+    cudaEvent_t event = nullptr;
+    if (ours != consumer && cudaEventCreateWithFlags(&event, cudaEventDisableTiming) == cudaSuccess) {
+      if (cudaEventRecord(event, consumer) == cudaSuccess) (void)cudaStreamWaitEvent(ours, event, 0);
+      (void)cudaEventDestroy(event);
+    }
+  } catch (...) {
+  }
+  (void)cudaGetLastError();
+  if (previous != device_index) (void)cudaSetDevice(previous);
+}
+
+// An export to a consumer on another stream: its deleter is wrapped so that, when the consumer
+// lets go, octet's free waits for what the consumer queued on its stream until then (octet's
+// memory is otherwise reused on octet's stream while the consumer's kernels may still read it).
+template <class Managed>
+struct FreeAfterConsumer {
+  void* manager_ctx;
+  void (*deleter)(Managed*);
+  cudaStream_t consumer;
+  int device_index;
+};
+
+template <class Managed>
+void free_after_consumer(Managed* managed) {
+  auto* f = static_cast<FreeAfterConsumer<Managed>*>(managed->manager_ctx);
+  managed->manager_ctx = f->manager_ctx;
+  managed->deleter = f->deleter;
+  wait_for_consumer(f->device_index, f->consumer);
+  delete f;
+  if (managed->deleter) managed->deleter(managed);
+}
+
+// The capsule of an export: bf16/fp8 as unsigned integers when `bits` (for NumPy), the free
+// ordered after `consumer` when given.
+template <class Managed>
+nb::object capsule_of(Managed* managed, const char* name, PyCapsule_Destructor destroy, const BitsType* bits,
+                      int device_index, std::optional<cudaStream_t> consumer) {
+  if (bits) managed->dl_tensor.dtype = DLDataType{kDLUInt, bits->dl.bits, 1};
+  if (consumer) {
+    managed->manager_ctx = new FreeAfterConsumer<Managed>{managed->manager_ctx, managed->deleter, *consumer, device_index};
+    managed->deleter = free_after_consumer<Managed>;
+  }
+  PyObject* cap = PyCapsule_New(managed, name, destroy);
+  if (!cap) {
+    managed->deleter(managed);
+    throw nb::python_error();
+  }
+  return nb::steal(cap);
 }
 
 // octet::from_dlpack, its refusal prefixed with the function and argument it was for.
@@ -281,31 +343,20 @@ void bind_interop(nb::module_& m) {
                const bool same = dev.is_cpu() ? type == kDLCPU : (type == kDLCUDA && index == dev.index);
                if (!same) throw nb::buffer_error("octet.Array.__dlpack__: dl_device differs from the array's device");
              }
+             std::optional<cudaStream_t> consumer;  // another stream the consumer uses the export on
              if (dev.is_cuda()) {
-               if (stream.is_none() || nb::cast<int64_t>(stream) != -1) order_after_octet(dev.index, consumer_stream(stream));
+               if (stream.is_none() || nb::cast<int64_t>(stream) != -1) {
+                 const cudaStream_t c = consumer_stream(stream);
+                 order_after_octet(dev.index, c);
+                 if (c != current_stream(dev.index)) consumer = c;
+               }
              } else if (!stream.is_none()) {
                throw nb::buffer_error("octet.Array.__dlpack__: stream must be None for a CPU array");
              }
              const BitsType* b = a.bits ? bits_type_of(a.tensor.dtype()) : nullptr;
              const bool versioned = !max_version.is_none() && nb::cast<int>(nb::cast<nb::tuple>(max_version)[0]) >= 1;
-             if (versioned) {
-               DLManagedTensorVersioned* managed = to_dlpack(a.tensor);
-               if (b) managed->dl_tensor.dtype = DLDataType{kDLUInt, b->dl.bits, 1};
-               PyObject* cap = PyCapsule_New(managed, kVersioned, destroy_versioned);
-               if (!cap) {
-                 managed->deleter(managed);
-                 throw nb::python_error();
-               }
-               return nb::steal(cap);
-             }
-             DLManagedTensor* managed = to_dlpack_legacy(a.tensor);
-             if (b) managed->dl_tensor.dtype = DLDataType{kDLUInt, b->dl.bits, 1};
-             PyObject* cap = PyCapsule_New(managed, kLegacy, destroy_legacy);
-             if (!cap) {
-               managed->deleter(managed);
-               throw nb::python_error();
-             }
-             return nb::steal(cap);
+             if (versioned) return capsule_of(to_dlpack(a.tensor), kVersioned, destroy_versioned, b, dev.index, consumer);
+             return capsule_of(to_dlpack_legacy(a.tensor), kLegacy, destroy_legacy, b, dev.index, consumer);
            },
            nb::kw_only(), nb::arg("stream") = nb::none(), nb::arg("max_version") = nb::none(),
            nb::arg("dl_device") = nb::none(), nb::arg("copy") = nb::none())
