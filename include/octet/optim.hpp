@@ -3,8 +3,9 @@
 // docs/optim.md has the formulas, the differences from torch and bitsandbytes, memory per
 // parameter and how to capture a step in a CUDA graph.
 // Contract:
-// - Parameters: f32, f16 or bf16 tensors, all on one device, each in one group; a parameter
-//   may not appear twice. Every state is allocated by the constructor (zeros), so step() never
+// - Parameters: f32, f16 or bf16 tensors, all on one device, each in one group, writable (not a
+//   read-only DLPack import); a parameter may not appear twice, nor share memory with another
+//   (views of one buffer, from narrow or from_blob, must not overlap). Every state is allocated by the constructor (zeros), so step() never
 //   allocates. A parameter's gradient must have its dtype, shape and device; parameters without a
 //   gradient are skipped (their step counters do not advance); empty tensors are legal.
 // - step() updates every parameter with a gradient in place (Storage::version advances, as for
@@ -21,9 +22,9 @@
 //   there, which agree to rounding (clip.hpp), so the parameters agree closely.
 // - Errors: octet::Error naming the function, the argument, what was expected and what was given
 //   (lr < 0 or non-finite, betas outside [0, 1), eps <= 0 or non-finite, weight decay or
-//   momentum non-finite or < 0, dampening non-finite, percentile outside [1, 100], parameters on different
-//   devices or of an unsupported dtype, a gradient of another dtype, shape or device, a state file
-//   of another optimizer, parameter layout or format).
+//   momentum non-finite or < 0, dampening non-finite, percentile outside [1, 100], parameters on
+//   different devices, of an unsupported dtype, read-only or sharing memory, a gradient of another
+//   dtype, shape or device, a state file of another optimizer, parameter layout or format).
 #pragma once
 #include <cstdint>
 #include <memory>
