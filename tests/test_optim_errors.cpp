@@ -141,6 +141,20 @@ TEST_CASE("optim: bad parameters and gradients are refused by name") {
   Tensor f64 = Tensor::zeros({3}, DType::f64).requires_grad_();
   f64.set_grad(Tensor::ones({3}, DType::f64));
   expect_error([&] { optim::clip_grad_norm_({f64}, 1.0); }, {"clip_grad_norm_", "params[0].grad()", "f64"});
+  // A gradient counted twice would be scaled twice (racing with itself on CUDA): refused, also
+  // when two parameters share one gradient or their gradients overlap.
+  Tensor q = param({3}), r = param({3}), s = param({2}), t = param({2});
+  q.set_grad(Tensor::ones({3}));
+  expect_error([&] { optim::clip_grad_norm_({q, r, q}, 1.0); },
+               {"clip_grad_norm_", "params[2].grad()", "each gradient once", "sharing memory with params[0].grad()"});
+  r.set_grad(q.grad());
+  expect_error([&] { optim::clip_grad_norm_({r, s, q}, 1.0); }, {"params[2].grad()", "with params[0].grad()"});
+  const Tensor shared = Tensor::ones({3});
+  s.set_grad(shared.narrow(0, 0, 2));
+  t.set_grad(shared.narrow(0, 1, 2));
+  expect_error([&] { optim::clip_grad_norm_({t, s}, 1.0); }, {"params[1].grad()", "with params[0].grad()"});
+  t.set_grad(Tensor::ones({2}));
+  CHECK(optim::clip_grad_norm_({q, s, t}, 1.0).item() > 0);  // disjoint gradients are fine
 }
 
 OCTET_CUDA_TEST("optim: parameters on different devices are refused by name") {

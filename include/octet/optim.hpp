@@ -162,8 +162,9 @@ class Adam8bit : public AdamW8bit {
 };
 
 // torch.nn.utils.clip_grad_norm_: the 2-norm over every gradient of `params` (parameters without
-// one are skipped; all on one device), then each gradient *= min(1, max_norm / (norm + 1e-6))
-// in place. Returns the norm as an f32 [] tensor on the device; nothing waits. The sum runs in a
+// one are skipped; all on one device; each gradient's memory its own: a parameter listed twice or
+// two parameters sharing a gradient are refused), then each gradient *= min(1, max_norm /
+// (norm + 1e-6)) in place. Returns the norm as an f32 [] tensor on the device; nothing waits. The sum runs in a
 // fixed order in f64: the same bits on both devices and every run. max_norm: finite, > 0.
 Tensor clip_grad_norm_(const std::vector<Tensor>& params, double max_norm);
 
