@@ -105,8 +105,11 @@ TEST_CASE("optim: bad parameters and gradients are refused by name") {
   // would update shared memory twice (racing on CUDA).
   Tensor flat = Tensor::zeros({8});
   Tensor head = flat.narrow(0, 0, 4), tail = flat.narrow(0, 4, 4), middle = flat.narrow(0, 2, 4);
-  expect_error([&] { optim::SGD({head, middle}); },
-               {"optim::SGD", "groups[0].params[1]", "memory of its own", "sharing memory with", "(parameter 0)"});
+  expect_error(
+      [&] {
+        optim::SGD({head, middle});
+      },
+      {"optim::SGD", "groups[0].params[1]", "memory of its own", "sharing memory with", "(parameter 0)"});
   expect_error([&] { optim::AdamW({tail, flat.reshape({2, 4})}); }, {"groups[0].params[1]", "sharing memory with"});
   CHECK(optim::AdamW8bit({head, tail}).group_count() == 1);  // adjacent views are fine
   std::vector<float> buffer(8);
@@ -145,8 +148,11 @@ TEST_CASE("optim: bad parameters and gradients are refused by name") {
   // when two parameters share one gradient or their gradients overlap.
   Tensor q = param({3}), r = param({3}), s = param({2}), t = param({2});
   q.set_grad(Tensor::ones({3}));
-  expect_error([&] { optim::clip_grad_norm_({q, r, q}, 1.0); },
-               {"clip_grad_norm_", "params[2].grad()", "each gradient once", "sharing memory with params[0].grad()"});
+  expect_error(
+      [&] {
+        optim::clip_grad_norm_({q, r, q}, 1.0);
+      },
+      {"clip_grad_norm_", "params[2].grad()", "each gradient once", "sharing memory with params[0].grad()"});
   r.set_grad(q.grad());
   expect_error([&] { optim::clip_grad_norm_({r, s, q}, 1.0); }, {"params[2].grad()", "with params[0].grad()"});
   const Tensor shared = Tensor::ones({3});

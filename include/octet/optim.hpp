@@ -5,8 +5,8 @@
 // Contract:
 // - Parameters: f32, f16 or bf16 tensors, all on one device, each in one group, writable (not a
 //   read-only DLPack import); a parameter may not appear twice, nor share memory with another
-//   (views of one buffer, from narrow or from_blob, must not overlap). Every state is allocated by the constructor (zeros), so step() never
-//   allocates. A parameter's gradient must have its dtype, shape and device; parameters without a
+//   (views of one buffer, from narrow or from_blob, must not overlap). Every state is allocated
+//   by the constructor (zeros), so step() never allocates. A parameter's gradient must have its dtype, shape and device; parameters without a
 //   gradient are skipped (their step counters do not advance); empty tensors are legal.
 // - step() updates every parameter with a gradient in place (Storage::version advances, as for
 //   any in-place op; gradients are only read, also with percentile clipping) and never waits for
