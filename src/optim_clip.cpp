@@ -97,11 +97,7 @@ Tensor clip_grad_norm_(const std::vector<Tensor>& params, double max_norm) {
     for (const auto& [dtype, slots] : groups)
       kernels::grad_scale(dtype, slots.data(), static_cast<int64_t>(slots.size()), o + 1, s);
   }
-  auto norm = std::make_shared<TensorImpl>();  // element 0 as an f32 [] sharing out's storage
-  norm->storage = out.impl()->storage;
-  norm->dtype = DType::f32;
-  norm->offset = out.impl()->offset;
-  return Tensor(std::move(norm));
+  return out.narrow(0, 0, 1).reshape({});  // the norm as an f32 [] view of out
 }
 
 }  // namespace octet::optim
