@@ -170,8 +170,9 @@ OCTET_QI_HD float scale_down(float x, float scale) {
 // The index (low byte; higher bits are garbage) from a slot's entry e: e - 1 + (w >= e).
 OCTET_QI_HD uint32_t compact_step(uint32_t e, uint32_t w) { return e - 1u + (w >= e ? 1u : 0u); }
 
-// The kernels' lookup, as the host evaluates it (kernels/quant.cu compact_lookup is the same
-// arithmetic in IMADs): clamp = false only for x in [-(1 + 2^-23), 1 + 2^-23] and c.noclamp.
+// The kernels' lookup, as the host evaluates it (compact_lookup in kernels/quant_lookup.cuh is
+// the same arithmetic in IMADs): clamp = false only for x in [-(1 + 2^-23), 1 + 2^-23] and
+// c.noclamp.
 OCTET_QI_HD uint32_t compact_index(const uint32_t* ct, const Compact& c, float x, bool clamp = true) {
   const int32_t o = ordered(scale_down(clamp ? fmax_hd(x, c.floor) : x, c.scale));
   return compact_step(ct[(o >> c.sh) - c.kmin], static_cast<uint32_t>(o) << 8);

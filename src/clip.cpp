@@ -107,6 +107,11 @@ void scale_by_(const Tensor& grad, const Tensor& scale) {
   check::dtype_is(op, "scale", scale, DType::f32);
   check::shape_is(op, "scale", scale, {});
   check::device_is(op, "scale", scale, grad.device());
+  // A scale stored inside grad (views of one buffer) would be rescaled while CUDA blocks still
+  // read it.
+  const auto scale_at = reinterpret_cast<uintptr_t>(scale.data()), grad_at = reinterpret_cast<uintptr_t>(grad.data());
+  if (grad.numel() > 0 && scale_at < grad_at + grad.nbytes() && grad_at < scale_at + sizeof(float))
+    fail_arg(op, "scale", "a scalar apart from grad", cat(scale.str(), " inside grad's memory"));
   autograd::refuse(op, {grad});
   autograd::mark_inplace(op, "grad", grad);  // retires an amax hint of grad (src/amax_hint.hpp)
   if (grad.device().is_cpu()) {

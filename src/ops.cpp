@@ -329,6 +329,12 @@ void axpy_(const Tensor& y, double alpha, const Tensor& x) {
   check::dtype_is("axpy_", "x", x, y.dtype());
   check::device_is("axpy_", "x", x, y.device());
   check::shape_is("axpy_", "x", x, y.shape());
+  // x may be y itself (each element reads only itself) or memory apart from it; a view that
+  // overlaps y in part would read elements already written (in order on the CPU, racing on CUDA).
+  const auto x_first = reinterpret_cast<uintptr_t>(x.data()), y_first = reinterpret_cast<uintptr_t>(y.data());
+  if (y.numel() > 0 && x_first != y_first && x_first < y_first + y.nbytes() && y_first < x_first + x.nbytes())
+    fail_arg("axpy_", "x", "y itself or memory apart from y",
+             cat(x.str(), " overlapping y in part (views of one buffer)"));
   autograd::refuse("axpy_", {x});
   autograd::mark_inplace("axpy_", "y", y);
   if (y.device().is_cpu()) {

@@ -50,6 +50,15 @@ bool vector_ok(const OptimSlot& s, size_t param_size, size_t state_size) {
          (!s.state1 || aligned(s.state1, 4 * state_size)) && (!s.state2 || aligned(s.state2, 4 * state_size));
 }
 
+// Whether two tensors on one device have an element's bytes in common (a parameter and a
+// narrow view or reshape of it, overlapping narrow views, or from_blob tensors over one buffer):
+// one fused step would update that memory twice, racing on CUDA.
+bool shares_memory(const Tensor& a, const Tensor& b) {
+  if (a.numel() == 0 || b.numel() == 0) return false;
+  const auto a0 = reinterpret_cast<uintptr_t>(a.data()), b0 = reinterpret_cast<uintptr_t>(b.data());
+  return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
+}
+
 }  // namespace
 
 std::string algorithm_name(Algorithm a) {
@@ -178,9 +187,13 @@ Optimizer::Optimizer(Algorithm algorithm, std::vector<ParamGroup> groups, const 
         have_device = true;
       }
       check::device_is(op, arg, p, I.device);
-      for (const ParamState& other : I.params)
-        if (other.param.same(p) || (other.param.data() == p.data() && p.numel() > 0))
-          fail_arg(op, arg, "each parameter once", cat(p.str(), " given twice"));
+      check::writable(op, arg, p);  // step() writes it in place
+      for (size_t j = 0; j < I.params.size(); ++j) {
+        const Tensor& other = I.params[j].param;
+        if (other.same(p) || shares_memory(other, p))
+          fail_arg(op, arg, "each parameter once, in memory of its own",
+                   cat(p.str(), other.same(p) ? " given twice" : " sharing memory with", " (parameter ", j, ")"));
+      }
       ParamState ps;
       ps.param = p;
       ps.group = g;

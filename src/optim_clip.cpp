@@ -5,6 +5,7 @@
 // order of kernels/optim.cuh, so the norm has the same bits on each.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 #include "octet/autograd.hpp"
 #include "octet/optim.hpp"
@@ -13,12 +14,37 @@
 #include "src/runtime_internal.hpp"
 
 namespace octet::optim {
+namespace {
+
+// Throws unless the gradients' memory is disjoint: a gradient listed twice (a parameter given
+// twice, or two parameters sharing one gradient) would be counted twice in the norm and scaled
+// twice, and on CUDA its two scalings would race. Sorted by address: O(n log n) per call.
+void check_disjoint(std::string_view op, const std::vector<Tensor>& grads, const std::vector<size_t>& owner) {
+  std::vector<size_t> order;
+  for (size_t k = 0; k < grads.size(); ++k)
+    if (grads[k].numel() > 0) order.push_back(k);
+  const auto start = [&](size_t k) { return reinterpret_cast<uintptr_t>(grads[k].data()); };
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return start(a) < start(b); });
+  size_t furthest = 0;  // among the gradients so far, the one whose memory ends last
+  for (size_t r = 0; r < order.size(); ++r) {
+    const size_t k = order[r];
+    if (r > 0 && start(k) < start(furthest) + grads[furthest].nbytes()) {
+      const size_t later = owner[k] > owner[furthest] ? k : furthest, earlier = later == k ? furthest : k;
+      fail_arg(op, cat("params[", owner[later], "].grad()"), "each gradient once, in memory of its own",
+               cat(grads[later].str(), " sharing memory with params[", owner[earlier], "].grad()"));
+    }
+    if (r == 0 || start(k) + grads[k].nbytes() > start(furthest) + grads[furthest].nbytes()) furthest = k;
+  }
+}
+
+}  // namespace
 
 Tensor clip_grad_norm_(const std::vector<Tensor>& params, double max_norm) {
   constexpr const char* op = "clip_grad_norm_";
   if (!std::isfinite(max_norm) || !(max_norm > 0)) fail_arg(op, "max_norm", "a finite norm > 0", cat(max_norm));
   std::vector<std::pair<DType, std::vector<kernels::OptimSlot>>> groups;
   std::vector<Tensor> grads;
+  std::vector<size_t> owner;  // the index in params of each gradient
   int64_t chunks = 0;
   for (size_t i = 0; i < params.size(); ++i) {
     const std::string arg = cat("params[", i, "]");
@@ -28,7 +54,9 @@ Tensor clip_grad_norm_(const std::vector<Tensor>& params, double max_norm) {
     check::dtype_in(op, arg + ".grad()", g, {DType::f32, DType::f16, DType::bf16});
     if (!grads.empty()) check::device_is(op, arg + ".grad()", g, grads.front().device());
     grads.push_back(g);
+    owner.push_back(i);
   }
+  check_disjoint(op, grads, owner);
   const Device dev =
       grads.empty() ? (params.empty() ? Device::cpu() : params.front().device()) : grads.front().device();
   check::usable(op, dev);
@@ -69,11 +97,7 @@ Tensor clip_grad_norm_(const std::vector<Tensor>& params, double max_norm) {
     for (const auto& [dtype, slots] : groups)
       kernels::grad_scale(dtype, slots.data(), static_cast<int64_t>(slots.size()), o + 1, s);
   }
-  auto norm = std::make_shared<TensorImpl>();  // element 0 as an f32 [] sharing out's storage
-  norm->storage = out.impl()->storage;
-  norm->dtype = DType::f32;
-  norm->offset = out.impl()->offset;
-  return Tensor(std::move(norm));
+  return out.narrow(0, 0, 1).reshape({});  // the norm as an f32 [] view of out
 }
 
 }  // namespace octet::optim

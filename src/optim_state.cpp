@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "octet/autograd.hpp"
 #include "src/check.hpp"
@@ -193,9 +194,11 @@ void Optimizer::load_state_dict(const StateDict& state) {
           ps.state1.zero_();
       }
     }
-    Tensor step_host = ps.step_state.to(Device::cpu());
-    step_host.data_ptr<int64_t>()[0] = state.tensors.at(pre + "step").to_vector<int64_t>()[0];
-    ps.step_state.copy_(step_host);
+    // The counter; the step's scalars are recomputed by the next step before any use, so the
+    // device copy is written without reading it back (no wait).
+    std::vector<int64_t> step_state(8, 0);
+    step_state[0] = state.tensors.at(pre + "step").to_vector<int64_t>()[0];
+    ps.step_state.copy_(Tensor::from_vector(step_state, Shape{8}));
   }
   for (auto& [name, live] : live_tensors(I))
     if (name.find("momentum_buffer") == std::string::npos) {

@@ -1,7 +1,8 @@
 // Dispatch and validation of the quant family (quant.hpp): code tables, Code (validated once,
 // cached per device with the kernels' index tables), quantize/dequantize (global and
 // blockwise, nested absmax) and fake-quantize. Each op checks its arguments here, allocates
-// its outputs and runs src/cpu/quant.cpp or kernels/quant.cu on the tensors' device.
+// its outputs and runs src/cpu/quant.cpp or the CUDA launchers of kernels/quant.cuh on the
+// tensors' device.
 #include "octet/quant.hpp"
 
 #include <cmath>

@@ -117,12 +117,7 @@ bool large_enabled() {
 }
 
 Tensor view(const Tensor& t, int64_t offset, int64_t len) {
-  auto impl = std::make_shared<TensorImpl>();
-  impl->storage = t.impl()->storage;
-  impl->dtype = t.dtype();
-  impl->shape = {len};
-  impl->offset = t.impl()->offset + offset;
-  return Tensor(impl);
+  return t.detach().reshape({-1}).narrow(0, offset, len);  // narrow checks the bounds
 }
 
 std::vector<double> values(const Tensor& t) { return t.to_vector<double>(); }

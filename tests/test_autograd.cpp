@@ -302,6 +302,9 @@ std::vector<OpCase> op_cases() {
       {"to(dtype)", {{3, 4}}, {true}, [](V x) { return x[0].to(next_dtype(x[0].dtype())); }, coarse},
       {"t", {{4, 6}}, {true}, [](V x) { return x[0].t(); }},
       {"reshape", {{4, 6}}, {true}, [](V x) { return x[0].reshape({2, -1, 3}); }},
+      {"narrow", {{5, 3}}, {true}, [](V x) { return x[0].narrow(0, 1, 3); }},
+      {"narrow 3-D, negative start, then reshape", {{4, 2, 3}}, {true},
+       [](V x) { return x[0].narrow(-3, -3, 2).reshape({-1}); }},
       {"clone", {{3, 5}}, {true}, [](V x) { return x[0].clone(); }},
       {"chain: mean(gelu(x W^T + b)^2)", {{3, 4}, {5, 4}, {5}}, {true, true, true},
        [](V x) {

@@ -421,6 +421,11 @@ void errors(Device d) {
 
   CHECK_THROWS_WITH_AS(scale_by_(g, Tensor::ones({1}, DType::f32, d)), doctest::Contains("argument 'scale': expected shape ()"), Error);
   CHECK_THROWS_WITH_AS(scale_by_(g, Tensor::ones({}, DType::f64, d)), doctest::Contains("argument 'scale': expected dtype f32"), Error);
+  // a scale kept inside the gradient's buffer would change while it is applied (on CUDA)
+  Tensor buffer = Tensor::ones({5}, DType::f32, d);
+  CHECK_THROWS_WITH_AS(scale_by_(buffer.narrow(0, 0, 4), buffer.narrow(0, 3, 1).reshape({})),
+                       doctest::Contains("scale_by_: argument 'scale': expected a scalar apart from grad"), Error);
+  scale_by_(buffer.narrow(0, 0, 4), buffer.narrow(0, 4, 1).reshape({}));  // right after grad: apart
   Tensor tracked = Tensor::ones({3}, DType::f32, d);
   tracked.requires_grad_();
   CHECK_THROWS_WITH_AS(scale_by_(tracked, Tensor::ones({}, DType::f32, d)), doctest::Contains("scale_by_"), Error);

@@ -254,6 +254,14 @@ void check_axpy(Device d) {
   CHECK_THROWS_WITH_AS(axpy_(y, 1.0, Tensor::zeros({3}, DType::f16, d)), doctest::Contains("axpy_: argument 'x': expected dtype f32"), Error);
   Tensor yi = Tensor::zeros({3}, DType::i32, d);
   CHECK_THROWS_WITH_AS(axpy_(yi, 1.0, yi), doctest::Contains("axpy_: argument 'y': expected dtype f32, f64, f16 or bf16"), Error);
+  // views of one buffer: y itself is fine (y += 2y), a part overlap would read written elements
+  Tensor buffer = Tensor::full({5}, 1.0, DType::f32, d);
+  axpy_(buffer, 2.0, buffer);
+  CHECK(buffer.to_vector<float>() == std::vector<float>(5, 3.0f));
+  CHECK_THROWS_WITH_AS(axpy_(buffer.narrow(0, 1, 4), 1.0, buffer.narrow(0, 0, 4)),
+                       doctest::Contains("axpy_: argument 'x': expected y itself or memory apart from y, got f32(4,)"), Error);
+  axpy_(buffer.narrow(0, 0, 2), 1.0, buffer.narrow(0, 2, 2));  // adjacent, apart: fine
+  CHECK(buffer.to_vector<float>() == std::vector<float>{6, 6, 3, 3, 3});
 }
 }  // namespace
 

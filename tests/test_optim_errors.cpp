@@ -101,6 +101,27 @@ TEST_CASE("optim: bad parameters and gradients are refused by name") {
       },
       {"groups[1].params[0]", "each parameter once"});
 
+  // Views of one buffer are parameters of their own only where they do not overlap: a fused step
+  // would update shared memory twice (racing on CUDA).
+  Tensor flat = Tensor::zeros({8});
+  Tensor head = flat.narrow(0, 0, 4), tail = flat.narrow(0, 4, 4), middle = flat.narrow(0, 2, 4);
+  expect_error(
+      [&] {
+        optim::SGD({head, middle});
+      },
+      {"optim::SGD", "groups[0].params[1]", "memory of its own", "sharing memory with", "(parameter 0)"});
+  expect_error([&] { optim::AdamW({tail, flat.reshape({2, 4})}); }, {"groups[0].params[1]", "sharing memory with"});
+  CHECK(optim::AdamW8bit({head, tail}).group_count() == 1);  // adjacent views are fine
+  std::vector<float> buffer(8);
+  const Tensor first = Tensor::from_blob(buffer.data(), {6}, DType::f32, Device::cpu());
+  const Tensor second = Tensor::from_blob(buffer.data() + 5, {3}, DType::f32, Device::cpu());
+  expect_error([&] { optim::AdamW({first, second}); }, {"groups[0].params[1]", "sharing memory with"});
+  // a read-only import cannot be a parameter: step() writes it in place
+  DLManagedTensorVersioned* exported = to_dlpack(Tensor::zeros({4}));
+  exported->flags |= DLPACK_FLAG_BITMASK_READ_ONLY;
+  const Tensor read_only = from_dlpack(exported);
+  expect_error([&] { optim::SGD({read_only}); }, {"optim::SGD", "groups[0].params[0]", "writable", "read-only"});
+
   Tensor w = param({3, 5}), b = param({5}, DType::bf16);
   optim::AdamW opt({w, b});
   const Tensor w_before = w.detach().clone();
@@ -123,6 +144,23 @@ TEST_CASE("optim: bad parameters and gradients are refused by name") {
   Tensor f64 = Tensor::zeros({3}, DType::f64).requires_grad_();
   f64.set_grad(Tensor::ones({3}, DType::f64));
   expect_error([&] { optim::clip_grad_norm_({f64}, 1.0); }, {"clip_grad_norm_", "params[0].grad()", "f64"});
+  // A gradient counted twice would be scaled twice (racing with itself on CUDA): refused, also
+  // when two parameters share one gradient or their gradients overlap.
+  Tensor q = param({3}), r = param({3}), s = param({2}), t = param({2});
+  q.set_grad(Tensor::ones({3}));
+  expect_error(
+      [&] {
+        optim::clip_grad_norm_({q, r, q}, 1.0);
+      },
+      {"clip_grad_norm_", "params[2].grad()", "each gradient once", "sharing memory with params[0].grad()"});
+  r.set_grad(q.grad());
+  expect_error([&] { optim::clip_grad_norm_({r, s, q}, 1.0); }, {"params[2].grad()", "with params[0].grad()"});
+  const Tensor shared = Tensor::ones({3});
+  s.set_grad(shared.narrow(0, 0, 2));
+  t.set_grad(shared.narrow(0, 1, 2));
+  expect_error([&] { optim::clip_grad_norm_({t, s}, 1.0); }, {"params[1].grad()", "with params[0].grad()"});
+  t.set_grad(Tensor::ones({2}));
+  CHECK(optim::clip_grad_norm_({q, s, t}, 1.0).item() > 0);  // disjoint gradients are fine
 }
 
 OCTET_CUDA_TEST("optim: parameters on different devices are refused by name") {

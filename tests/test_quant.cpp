@@ -1002,9 +1002,10 @@ OCTET_CUDA_TEST("quantize and fake_quantize with an amax hint equal the CPU") {
 }
 
 // f16/bf16 global quantize of kernels::kTable16MinNumel elements or more goes through a table of
-// all 65536 bit patterns (kernels/quant.cu table16_kernel): every pattern, with finite values only,
-// with an Inf (absmax Inf) and with a NaN (absmax NaN), must give the CPU's codes, absmax and fake
-// values; the outputs are poisoned first; an unaligned view takes the element-by-element path.
+// all 65536 bit patterns (table16_kernel, kernels/quant_table16.cu): every pattern, with finite
+// values only, with an Inf (absmax Inf) and with a NaN (absmax NaN), must give the CPU's codes,
+// absmax and fake values; the outputs are poisoned first; an unaligned view takes the
+// element-by-element path.
 OCTET_CUDA_TEST("global quantize of 16-bit tensors through the pattern table equals the CPU on every pattern") {
   const Device cuda = Device::cuda(0);
   cudaStream_t s = detail::stream(cuda);

@@ -50,8 +50,8 @@ const ClipResult& percentile_clipping(const Tensor& grad, ClipState& state, int 
 
 // grad *= scale in place (f32 product, rounded to grad's dtype), scale an f32 [] tensor on grad's
 // device, e.g. ClipResult::scale. Nothing is written when scale is exactly 1. grad: f32/f16/bf16,
-// and must not require grad while grad mode is on. Counts as an in-place write of grad's storage
-// (Storage::version).
+// and must not require grad while grad mode is on; scale must not lie inside grad's memory. Counts
+// as an in-place write of grad's storage (Storage::version).
 void scale_by_(const Tensor& grad, const Tensor& scale);
 
 }  // namespace octet

@@ -28,6 +28,7 @@ Tensor sum_rows(const Tensor& x);  // (d) (..., N) -> (N): sum over all leading 
 
 // In place, not recorded: y += alpha * x with one rounding (fma in f32, in f64 for f64), the
 // same bits on both devices. y must not require grad unless grad mode is off (autograd.hpp).
+// x is y itself or memory apart from y: a view overlapping y in part is an error.
 void axpy_(const Tensor& y, double alpha, const Tensor& x);
 
 }  // namespace octet

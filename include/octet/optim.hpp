@@ -3,9 +3,10 @@
 // docs/optim.md has the formulas, the differences from torch and bitsandbytes, memory per
 // parameter and how to capture a step in a CUDA graph.
 // Contract:
-// - Parameters: f32, f16 or bf16 tensors, all on one device, each in one group; a parameter
-//   may not appear twice. Every state is allocated by the constructor (zeros), so step() never
-//   allocates. A parameter's gradient must have its dtype, shape and device; parameters without a
+// - Parameters: f32, f16 or bf16 tensors, all on one device, each in one group, writable (not a
+//   read-only DLPack import); a parameter may not appear twice, nor share memory with another
+//   (views of one buffer, from narrow or from_blob, must not overlap). Every state is allocated
+//   by the constructor (zeros), so step() never allocates. A parameter's gradient must have its dtype, shape and device; parameters without a
 //   gradient are skipped (their step counters do not advance); empty tensors are legal.
 // - step() updates every parameter with a gradient in place (Storage::version advances, as for
 //   any in-place op; gradients are only read, also with percentile clipping) and never waits for
@@ -21,9 +22,9 @@
 //   there, which agree to rounding (clip.hpp), so the parameters agree closely.
 // - Errors: octet::Error naming the function, the argument, what was expected and what was given
 //   (lr < 0 or non-finite, betas outside [0, 1), eps <= 0 or non-finite, weight decay or
-//   momentum non-finite or < 0, dampening non-finite, percentile outside [1, 100], parameters on different
-//   devices or of an unsupported dtype, a gradient of another dtype, shape or device, a state file
-//   of another optimizer, parameter layout or format).
+//   momentum non-finite or < 0, dampening non-finite, percentile outside [1, 100], parameters on
+//   different devices, of an unsupported dtype, read-only or sharing memory, a gradient of another
+//   dtype, shape or device, a state file of another optimizer, parameter layout or format).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -161,8 +162,9 @@ class Adam8bit : public AdamW8bit {
 };
 
 // torch.nn.utils.clip_grad_norm_: the 2-norm over every gradient of `params` (parameters without
-// one are skipped; all on one device), then each gradient *= min(1, max_norm / (norm + 1e-6))
-// in place. Returns the norm as an f32 [] tensor on the device; nothing waits. The sum runs in a
+// one are skipped; all on one device; each gradient's memory its own: a parameter listed twice or
+// two parameters sharing a gradient are refused), then each gradient *= min(1, max_norm /
+// (norm + 1e-6)) in place. Returns the norm as an f32 [] tensor on the device; nothing waits. The sum runs in a
 // fixed order in f64: the same bits on both devices and every run. max_norm: finite, > 0.
 Tensor clip_grad_norm_(const std::vector<Tensor>& params, double max_norm);
 
