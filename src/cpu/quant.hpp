@@ -47,7 +47,7 @@ inline void quantize_blockwise(DType t, const void* A, int64_t n, const quant_in
 void dequantize(const uint8_t* codes, int64_t n, const float* code, const float* absmax, int log2_blocksize,
                 const float* offset, DType out_t, void* out);
 // Nested absmax helpers: the mean in a fixed double-precision tree (the CUDA order, see
-// kernels/quant.cu), and out = x - offset.
+// kernels/quant_nested_absmax.cu), and out = x - offset.
 float mean_tree(const float* x, int64_t n);
 void sub_offset(const float* x, int64_t n, float offset, float* out);
 
