@@ -206,6 +206,11 @@ Graph Graph::capture(Device device, std::function<void()> work) {
   }
   try {
     work();
+    // Work enqueued on another stream after a switch would run eagerly, outside the graph.
+    if (detail::stream(device) != s)
+      fail("Graph::capture", cat("the work changed ", device.str(),
+                                 "'s current stream (set_current_stream or a StreamGuard left alive); restore it "
+                                 "before the work returns"));
   } catch (...) {
     abandon(capture, device);
     throw;

@@ -197,7 +197,15 @@ OCTET_CUDA_TEST("Graph: host reads and other capture-breaking calls inside a cap
   Graph graph = Graph::capture(dev, [&] { (void)add(x, x); });
   CHECK_THROWS_WITH_AS(Graph::capture(dev, [&] { graph.replay(); }), doctest::Contains("Graph::replay: launches a graph"),
                        Error);
-  synchronize(dev);
+  // Work that leaves another stream current: what follows would not be captured.
+  cudaStream_t other = nullptr;
+  REQUIRE(cudaStreamCreateWithFlags(&other, cudaStreamNonBlocking) == cudaSuccess);
+  CHECK_THROWS_WITH_AS(Graph::capture(dev, [&] { set_current_stream(0, other); }),
+                       doctest::Contains("Graph::capture: the work changed cuda:0's current stream"), Error);
+  set_current_stream(0, nullptr);
+  CHECK_FALSE(capturing(dev));
+  CHECK(add(x, x).to_vector<float>() == std::vector<float>{2, 2, 2, 2});
+  REQUIRE(cudaStreamDestroy(other) == cudaSuccess);
 }
 
 // Temporaries freed inside the graph, an output that outlives the capture and holds each replay's
@@ -232,7 +240,7 @@ OCTET_CUDA_TEST("Graph: allocations inside a capture and storage dropped during 
   synchronize(dev);
   size_t used = 0;
   REQUIRE(cudaDeviceGetGraphMemAttribute(0, cudaGraphMemAttrUsedMemCurrent, &used) == cudaSuccess);
-  CHECK(used == used_before);
+  CHECK(used <= used_before);
 }
 
 }  // namespace

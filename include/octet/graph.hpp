@@ -21,7 +21,8 @@
 //    and waits (item, to_vector, to(cpu), synchronize), copies from the host (from_vector,
 //    to(cuda) of a CPU tensor), a nested capture, replay() of a graph, and first uses that would
 //    allocate or upload outside the stream (a Code's table on the device, cuBLAS handles and the
-//    cuBLASLt workspace). Warm up: run the work once eagerly before capturing it.
+//    cuBLASLt workspace). Warm up: run the work once eagerly before capturing it. Work that
+//    returns with another stream current (set_current_stream) fails the capture too.
 //  If work throws, the capture is abandoned (nothing it enqueued ever runs), the stream is
 //  usable again and the exception propagates; tensors work created and left behind have no
 //  memory: drop them without reading them.
