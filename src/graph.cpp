@@ -36,6 +36,7 @@ struct Graph::Impl {
   std::function<void()> work;  // the CPU's "graph"
   cudaGraph_t graph = nullptr;
   cudaGraphExec_t exec = nullptr;
+  bool launched = false;    // its outputs are mapped (capture's first launch was enqueued)
   std::vector<void*> kept;  // storage from before the capture that the graph may read
   // Outputs dropped after the capture: true once a replay has allocated them again.
   std::unordered_map<void*, bool> dropped_outputs;
@@ -50,15 +51,22 @@ struct Capture {
   std::vector<void*> released;          // storage from before the capture dropped during it
 };
 
-// Guards everything below. `watching` is true while any of the maps is non-empty, so that
-// device_alloc and device_free skip the lock when no capture or graph is around.
-std::mutex g_mutex;
+struct Registry {
+  std::mutex mutex;                                // guards the members below
+  std::map<int, Capture*> active;                  // captures in progress, by device index
+  std::unordered_set<void*> orphans;               // graph memory of abandoned captures
+  std::unordered_map<void*, Graph::Impl*> outputs;  // outputs of live graphs still referenced
+};
+// Never destroyed: tensors (static ones included) may be freed while the process exits.
+Registry& reg() {
+  static auto* registry = new Registry();
+  return *registry;
+}
+// True while any of the registry's maps is non-empty, so that device_alloc and device_free skip
+// the lock when no capture or graph is around.
 std::atomic<bool> g_watching{false};
-std::map<int, Capture*> g_active;                    // captures in progress, by device index
-std::unordered_set<void*> g_orphans;                 // graph memory of abandoned captures
-std::unordered_map<void*, Graph::Impl*> g_outputs;  // outputs of live graphs still referenced
 
-void update_watching() { g_watching = !g_active.empty() || !g_orphans.empty() || !g_outputs.empty(); }
+void update_watching() { g_watching = !reg().active.empty() || !reg().orphans.empty() || !reg().outputs.empty(); }
 
 void free_on_stream(void* p, cudaStream_t s) {
   if (cudaFreeAsync(p, s) != cudaSuccess) (void)cudaGetLastError();  // at exit the runtime may be gone
@@ -72,9 +80,9 @@ void abandon(Capture& capture, Device device) {
   if (graph) (void)cudaGraphDestroy(graph);
   std::vector<void*> released;
   {
-    std::lock_guard lock(g_mutex);
-    g_active.erase(device.index);
-    for (void* p : capture.allocated) g_orphans.insert(p);
+    std::lock_guard lock(reg().mutex);
+    reg().active.erase(device.index);
+    for (void* p : capture.allocated) reg().orphans.insert(p);
     released.swap(capture.released);
     update_watching();
   }
@@ -87,30 +95,30 @@ namespace detail {
 
 void note_allocation(void* p, Device device, cudaStream_t stream) {
   if (!g_watching.load()) return;
-  std::lock_guard lock(g_mutex);
-  const auto active = g_active.find(device.index);
-  if (active != g_active.end() && active->second->stream == stream) active->second->allocated.insert(p);
+  std::lock_guard lock(reg().mutex);
+  const auto active = reg().active.find(device.index);
+  if (active != reg().active.end() && active->second->stream == stream) active->second->allocated.insert(p);
 }
 
 bool graph_takes_free(void* p, Device device, cudaStream_t stream) noexcept {
   if (!g_watching.load()) return false;
   try {
-    std::lock_guard lock(g_mutex);
-    if (g_orphans.erase(p)) {
+    std::lock_guard lock(reg().mutex);
+    if (reg().orphans.erase(p)) {
       update_watching();
       return true;
     }
-    const auto active = g_active.find(device.index);
-    if (active != g_active.end() && active->second->stream == stream) {
+    const auto active = reg().active.find(device.index);
+    if (active != reg().active.end() && active->second->stream == stream) {
       if (active->second->allocated.erase(p)) return false;  // captured as a free node
       active->second->released.push_back(p);
-      g_outputs.erase(p);  // an earlier graph's output: the new graph keeps it now
+      reg().outputs.erase(p);  // an earlier graph's output: the new graph keeps it now
       return true;
     }
-    const auto output = g_outputs.find(p);
-    if (output != g_outputs.end()) {
+    const auto output = reg().outputs.find(p);
+    if (output != reg().outputs.end()) {
       output->second->dropped_outputs[p] = false;
-      g_outputs.erase(output);
+      reg().outputs.erase(output);
       update_watching();
     }
   } catch (...) {
@@ -149,6 +157,21 @@ Graph::~Graph() = default;
 
 Graph::Impl::~Impl() {
   if (!device.is_cuda() || (!graph && kept.empty())) return;  // nothing captured
+  {
+    std::lock_guard lock(reg().mutex);
+    for (auto it = reg().outputs.begin(); it != reg().outputs.end();) {
+      if (it->second != this) {
+        ++it;
+        continue;
+      }
+      if (!launched) reg().orphans.insert(it->first);  // never mapped: dropping them frees nothing
+      it = reg().outputs.erase(it);  // otherwise their tensors free them
+    }
+    update_watching();
+  }
+  std::vector<void*> to_free = std::move(kept);
+  for (const auto& [p, reallocated] : dropped_outputs)
+    if (reallocated) to_free.push_back(p);
   cudaStream_t s = nullptr;
   std::optional<detail::DeviceGuard> guard;
   try {
@@ -157,15 +180,6 @@ Graph::Impl::~Impl() {
   } catch (...) {
     return;  // no runtime left (process exit): the driver reclaims everything
   }
-  std::vector<void*> to_free = std::move(kept);
-  {
-    std::lock_guard lock(g_mutex);
-    for (auto it = g_outputs.begin(); it != g_outputs.end();)
-      it = it->second == this ? g_outputs.erase(it) : std::next(it);  // their tensors free them
-    update_watching();
-  }
-  for (const auto& [p, reallocated] : dropped_outputs)
-    if (reallocated) to_free.push_back(p);
   if (exec) (void)cudaGraphExecDestroy(exec);  // a launch in flight completes first
   if (graph) (void)cudaGraphDestroy(graph);
   for (void* p : to_free) free_on_stream(p, s);
@@ -187,10 +201,10 @@ Graph Graph::capture(Device device, std::function<void()> work) {
   Capture capture;
   capture.stream = s;
   {
-    std::lock_guard lock(g_mutex);
-    if (g_active.count(device.index))
+    std::lock_guard lock(reg().mutex);
+    if (reg().active.count(device.index))
       fail("Graph::capture", cat("a capture is already in progress on ", device.str(), " (captures do not nest)"));
-    g_active[device.index] = &capture;
+    reg().active[device.index] = &capture;
     update_watching();
   }
   // Thread-local mode: this thread may not call CUDA's unsafe APIs (cudaMalloc, synchronous
@@ -198,8 +212,8 @@ Graph Graph::capture(Device device, std::function<void()> work) {
   const cudaError_t begun = cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal);
   if (begun != cudaSuccess) {
     {
-      std::lock_guard lock(g_mutex);
-      g_active.erase(device.index);
+      std::lock_guard lock(reg().mutex);
+      reg().active.erase(device.index);
       update_watching();
     }
     OCTET_CUDA_CHECK(begun);
@@ -217,12 +231,12 @@ Graph Graph::capture(Device device, std::function<void()> work) {
   }
   const cudaError_t ended = cudaStreamEndCapture(s, &impl->graph);
   {
-    std::lock_guard lock(g_mutex);
-    g_active.erase(device.index);
+    std::lock_guard lock(reg().mutex);
+    reg().active.erase(device.index);
     if (ended == cudaSuccess)
-      for (void* p : capture.allocated) g_outputs[p] = impl.get();
+      for (void* p : capture.allocated) reg().outputs[p] = impl.get();
     else
-      for (void* p : capture.allocated) g_orphans.insert(p);
+      for (void* p : capture.allocated) reg().orphans.insert(p);
     update_watching();
   }
   impl->kept = std::move(capture.released);  // freed by ~Impl, also when the steps below throw
@@ -236,6 +250,7 @@ Graph Graph::capture(Device device, std::function<void()> work) {
   }
   OCTET_CUDA_CHECK(cudaGraphInstantiateWithFlags(&impl->exec, impl->graph, cudaGraphInstantiateFlagAutoFreeOnLaunch));
   OCTET_CUDA_CHECK(cudaGraphLaunch(impl->exec, s));
+  impl->launched = true;
   return Graph(std::move(impl));
 }
 
@@ -249,7 +264,7 @@ void Graph::replay() {
   const cudaStream_t s = detail::stream(impl_->device);
   detail::refuse_in_capture("Graph::replay", impl_->device, "launches a graph", s);
   OCTET_CUDA_CHECK(cudaGraphLaunch(impl_->exec, s));
-  std::lock_guard lock(g_mutex);
+  std::lock_guard lock(reg().mutex);
   for (auto& [p, reallocated] : impl_->dropped_outputs) reallocated = true;
 }
 
