@@ -165,6 +165,7 @@ OCTET_CUDA_TEST("Graph: host reads and other capture-breaking calls inside a cap
   const Tensor x = Tensor::ones({4}, DType::f32, dev);
   (void)add(x, x);  // warm up
   synchronize(dev);
+  const Code fresh(create_linear_map(true, 8), "fresh");  // its device table is not uploaded yet
   struct Case {
     const char* op;
     std::function<void()> call;
@@ -177,6 +178,7 @@ OCTET_CUDA_TEST("Graph: host reads and other capture-breaking calls inside a cap
       {"Tensor::from_vector", [&] { (void)Tensor::from_vector(std::vector<float>{1, 2}, dev); }},
       {"Tensor::copy_", [&] { Tensor(add(x, x)).copy_(Tensor::ones({4}, DType::f32, Device::cpu())); }},
       {"Graph::capture", [&] { (void)Graph::capture(dev, [] {}); }},
+      {"Code", [&] { (void)quantize_blockwise(x, fresh, 64); }},
   };
   for (const Case& c : cases) {
     CAPTURE(c.op);
