@@ -53,7 +53,8 @@ struct Trainer {
   std::unique_ptr<optim::Optimizer> optimizer;
   ClipState clip;
   int kind;
-  Trainer(int kind, bool fp8, Device device) : model(fp8, 32, 64, device), clip(ClipState::create(device)), kind(kind) {
+  Trainer(int kind, bool fp8, int64_t features, Device device)
+      : model(fp8, features, 2 * features, device), clip(ClipState::create(device)), kind(kind) {
     if (kind == 0)
       optimizer = std::make_unique<optim::AdamW8bit>(model.parameters(),
                                                      optim::AdamW8bitOptions{1e-2, 0.9, 0.999, 1e-8, 1e-2, 5, 1024});
@@ -79,22 +80,25 @@ Tensor random_input(const Shape& shape, double lo, Device device) {
   return t;
 }
 
-void replay_equals_eager(Device device) {
+// Five steps of eager and of replayed Trainers from the same parameters, batch 10, on
+// Linear(features, 2 features) -> gelu -> Linear(2 features, features).
+void replay_equals_eager(Device device, int64_t features) {
   for (int kind = 0; kind < 2; ++kind)
     for (bool fp8 : {false, true}) {
       CAPTURE(kind);
       CAPTURE(fp8);
-      Trainer eager(kind, fp8, device), replayed(kind, fp8, device);
+      Trainer eager(kind, fp8, features, device), replayed(kind, fp8, features, device);
       copy_parameters(eager.model, replayed.model);
       constexpr int kSteps = 5;
       std::vector<Tensor> inputs, targets;
       for (int i = 0; i < kSteps; ++i) {
-        inputs.push_back(random_input({10, 32}, -1.0, device));
-        targets.push_back(random_input({10, 32}, -0.5, device));
+        inputs.push_back(random_input({10, features}, -1.0, device));
+        targets.push_back(random_input({10, features}, -0.5, device));
       }
       // The captured input tensors: each step's values are copied into them first. Step 0 is the
       // eager warm-up, step 1 the capture (which runs it), the others replays.
-      Tensor x = Tensor::empty({10, 32}, DType::f32, device), target = Tensor::empty({10, 32}, DType::f32, device);
+      Tensor x = Tensor::empty({10, features}, DType::f32, device);
+      Tensor target = Tensor::empty({10, features}, DType::f32, device);
       Tensor loss;
       std::optional<Graph> graph;
       for (int i = 0; i < kSteps; ++i) {
@@ -122,7 +126,14 @@ void replay_equals_eager(Device device) {
         CHECK(bitwise_equal(eager.clip.gnorm_vec.to(Device::cpu()), replayed.clip.gnorm_vec.to(Device::cpu())));
     }
 }
-OCTET_TEST_BOTH("Graph: a captured training step replayed with new inputs equals eager steps", replay_equals_eager)
+void small_model_replay_equals_eager(Device device) { replay_equals_eager(device, 32); }
+OCTET_TEST_BOTH("Graph: a captured training step replayed with new inputs equals eager steps",
+                small_model_replay_equals_eager)
+
+// bitsandbytes' test_fp8linear model (the bench's graph row): 1024 -> 2048 -> 1024.
+OCTET_CUDA_TEST("Graph: the test_fp8linear model's captured step replayed equals eager steps") {
+  replay_equals_eager(Device::cuda(0), 1024);
+}
 
 TEST_CASE("Graph: errors on any machine") {
   CHECK_THROWS_WITH_AS(Graph::capture(Device::cpu(), {}), doctest::Contains("Graph::capture: argument 'work'"),
