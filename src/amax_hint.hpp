@@ -5,11 +5,15 @@
 // of gelu's gradient and of a weight after sgd_step costs no extra pass. In-place writes through
 // octet (copy_, fill_, axpy_, ...) bump Storage::version and so retire the hint; a write through a
 // raw pointer is not seen (as for LinearFP8's weight cache).
+// During a CUDA graph capture (graph.hpp) no hint is kept or used: a hint is host-side state that a
+// replay would not repeat, so a captured reader would read the partials of the capture's contents
+// (or of a buffer the capture replaced) at every replay.
 #pragma once
 #include <cstdint>
 #include <memory>
 #include <utility>
 
+#include "octet/graph.hpp"
 #include "octet/tensor.hpp"
 
 namespace octet::detail {
@@ -29,7 +33,7 @@ inline std::shared_ptr<Storage> amax_hint_buffer(const Tensor& out, int partials
   const DType t = out.dtype();
   // Wrapped memory keeps none: its owner writes it through its own pointer, which no version counts.
   if (out.device().is_cpu() || out.numel() < kAmaxHintMinNumel || !covers_storage(out) || out.impl()->storage->external ||
-      (t != DType::f32 && t != DType::f16 && t != DType::bf16))
+      (t != DType::f32 && t != DType::f16 && t != DType::bf16) || capturing(out.device()))
     return nullptr;
   return std::make_shared<Storage>(sizeof(uint32_t) * static_cast<size_t>(partials), out.device());
 }
@@ -53,7 +57,7 @@ inline void set_amax_hint(const Tensor& out, std::shared_ptr<Storage> buffer, in
 inline const uint32_t* amax_hint(const Tensor& x, int* blocks) {
   const Storage& st = *x.impl()->storage;
   if (!st.amax_partials || st.amax_version != st.version || st.amax_numel != x.numel() ||
-      st.amax_dtype != x.dtype() || !covers_storage(x))
+      st.amax_dtype != x.dtype() || !covers_storage(x) || capturing(x.device()))
     return nullptr;
   *blocks = st.amax_blocks;
   return static_cast<const uint32_t*>(st.amax_partials->data);

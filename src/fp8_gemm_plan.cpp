@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 
+#include "octet/graph.hpp"
 #include "src/cuda_check.hpp"
 #include "src/fp8_gemm_internal.hpp"
 #include "src/fp8_simulated_internal.hpp"
@@ -181,7 +182,10 @@ void run_plan(Plan& plan, Device dev, const void* a, const void* b, const Tensor
                           plan.ld, &algo, ws, ws_bytes, s);
   };
   detail::sanitizer_preset(out.data(), out.nbytes(), dev);
-  tune_plan(plan, matmul, s);
+  // Tuning times candidates between events and reads them back: a CUDA graph capture keeps the
+  // plan's current choice (graph.hpp), and tuning goes on in the next eager call.
+  const bool tuning = plan.tune == Plan::Tune::pending || plan.tune == Plan::Tune::timing;
+  if (tuning && !capturing(dev)) tune_plan(plan, matmul, s);
   OCTET_CUBLAS_CHECK(matmul(plan.algo));
 }
 

@@ -43,6 +43,11 @@ struct Code::Impl {
 
 namespace {
 
+// A table uploaded inside a CUDA graph capture would be graph memory, gone for eager use.
+constexpr const char* kFirstUploadInCapture =
+    "uploads a table to the device on the code's first use there (warm up: run the work once eagerly before "
+    "capturing)";
+
 const Tensor* find(const std::vector<std::pair<Device, Tensor>>& cache, Device d) {
   for (const auto& [dev, t] : cache)
     if (dev == d) return &t;
@@ -94,6 +99,7 @@ Tensor Code::table(Device device) const {
   check::usable("Code::table", device);
   std::lock_guard lock(impl_->mutex);
   if (const Tensor* t = find(impl_->tables_on, device)) return *t;
+  detail::refuse_in_capture("Code", device, kFirstUploadInCapture);
   Tensor t = Tensor::from_vector(impl_->values, Shape{256}, device);
   impl_->tables_on.emplace_back(device, t);
   return t;
@@ -118,6 +124,7 @@ struct CodeAccess {
     const size_t bytes = lut_end + lut.compact_entries.size() * sizeof(uint32_t);
     const Tensor* t = find(im.index_on, device);
     if (!t) {
+      detail::refuse_in_capture("Code", device, kFirstUploadInCapture);
       std::vector<uint8_t> image(bytes);
       std::memcpy(image.data(), &im.tables, sizeof im.tables);
       std::memcpy(image.data() + sizeof im.tables, lut.entries.data(), lut_end - sizeof im.tables);

@@ -87,6 +87,7 @@ StreamGuard::~StreamGuard() {
 void synchronize(Device device) {
   if (device.is_cpu()) return;
   check_index("synchronize", device.index);
+  detail::refuse_in_capture("synchronize", device, "waits for the stream");
   OCTET_CUDA_CHECK(cudaStreamSynchronize(current_stream(device.index)));
 }
 
@@ -191,6 +192,8 @@ cublasHandle_t cublas_handle(Device device) {
   std::lock_guard lock(g_mutex);
   DeviceState& s = state(device.index);
   if (!s.cublas) {
+    refuse_in_capture("cuBLAS", device, "creates its handle on first use (warm up: run the work once eagerly first)",
+                      stream_locked(device.index));
     OCTET_CUBLAS_CHECK(cublasCreate(&s.cublas));
     // Default math mode: no TF32, so f32 GEMMs are true f32 baselines.
     OCTET_CUBLAS_CHECK(cublasSetMathMode(s.cublas, CUBLAS_DEFAULT_MATH));
@@ -204,7 +207,11 @@ cublasLtHandle_t cublaslt_handle(Device device) {
   DeviceGuard guard(device);
   std::lock_guard lock(g_mutex);
   DeviceState& s = state(device.index);
-  if (!s.cublaslt) OCTET_CUBLAS_CHECK(cublasLtCreate(&s.cublaslt));
+  if (!s.cublaslt) {
+    refuse_in_capture("cuBLASLt", device, "creates its handle on first use (warm up: run the work once eagerly first)",
+                      stream_locked(device.index));
+    OCTET_CUBLAS_CHECK(cublasLtCreate(&s.cublaslt));
+  }
   return s.cublaslt;
 }
 
@@ -215,6 +222,9 @@ void* cublaslt_workspace(Device device, size_t* bytes) {
   std::lock_guard lock(g_mutex);
   DeviceState& s = state(device.index);
   if (!s.lt_workspace) {
+    refuse_in_capture("cuBLASLt", device,
+                      "allocates its workspace on first use (warm up: run the work once eagerly first)",
+                      stream_locked(device.index));
     OCTET_CUDA_CHECK(cudaMalloc(&s.lt_workspace, kBytes));
     // cuBLASLt's split-K reduction reads partial sums its GEMM kernel stored in the workspace,
     // stores initcheck does not see (as for GEMM outputs): set it once under the sanitizer.
@@ -270,6 +280,7 @@ void* device_alloc(size_t bytes, Device device) {
                     " bytes of which ", st.used, " are in use"));
   }
   OCTET_CUDA_CHECK(e);
+  note_allocation(p, device, s);
   return p;
 }
 
@@ -283,7 +294,8 @@ void device_free(void* p, Device device) noexcept {
     std::lock_guard lock(g_mutex);
     s = state(device.index).user_stream ? state(device.index).user_stream : state(device.index).own_stream;
   }
-  if (cudaFreeAsync(p, s) != cudaSuccess) (void)cudaGetLastError();  // at exit the runtime may be gone
+  if (!graph_takes_free(p, device, s) && cudaFreeAsync(p, s) != cudaSuccess)
+    (void)cudaGetLastError();  // at exit the runtime may be gone
   if (current != device.index) (void)cudaSetDevice(current);
 }
 

@@ -58,4 +58,16 @@ Tensor wrap_memory(std::string_view op, void* data, const Shape& shape, DType dt
 void* device_alloc(size_t bytes, Device device);    // stream-ordered; throws with sizes on OOM
 void device_free(void* p, Device device) noexcept;  // stream-ordered
 
+// CUDA graphs (src/graph.cpp). Throws octet::Error "<op>: <what>, which a CUDA graph cannot
+// contain, while cuda:N's current stream is being captured ..." when `stream` (by default the
+// device's current stream) is capturing; nothing on the CPU. Called before host reads, waits and
+// first-use allocations or uploads, so they fail by name instead of invalidating the capture.
+void refuse_in_capture(std::string_view op, Device device, std::string_view what);
+void refuse_in_capture(std::string_view op, Device device, std::string_view what, cudaStream_t stream);
+// Hooks of device_alloc and device_free: note_allocation records storage allocated on a capturing
+// stream; graph_takes_free returns true when the graph bookkeeping keeps or has released p (the
+// caller must not free it), false when the caller frees it on `stream` as usual.
+void note_allocation(void* p, Device device, cudaStream_t stream);
+bool graph_takes_free(void* p, Device device, cudaStream_t stream) noexcept;
+
 }  // namespace octet::detail

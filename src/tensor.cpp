@@ -145,8 +145,9 @@ Tensor make(std::string_view op, const Shape& shape, DType dtype, Device device)
   return Tensor(std::move(impl));
 }
 
-// Copies n bytes between any two devices; waits only when the destination is the host.
-void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t n) {
+// Copies n bytes between any two devices; waits only when the destination is the host. `op`
+// names the public function in the error a CUDA graph capture in progress gives (graph.hpp).
+void copy_bytes(std::string_view op, void* dst, Device dst_dev, const void* src, Device src_dev, size_t n) {
   if (n == 0) return;
   if (dst_dev.is_cpu() && src_dev.is_cpu()) {
     std::memcpy(dst, src, n);
@@ -155,7 +156,12 @@ void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size
   const Device dev = dst_dev.is_cuda() ? dst_dev : src_dev;
   detail::DeviceGuard guard(dev);
   cudaStream_t s = detail::stream(dev);
+  if (dst_dev.is_cpu())
+    detail::refuse_in_capture(op, dev, "copies to the host (waits for the device)", s);
+  else if (src_dev.is_cpu())
+    detail::refuse_in_capture(op, dev, "copies from host memory (a replay would copy that memory again)", s);
   if (dst_dev.is_cuda() && src_dev.is_cuda() && dst_dev.index != src_dev.index) {
+    detail::refuse_in_capture(op, src_dev, "copies between devices (waits for the source device)");
     // Order after pending work on the source device, then copy peer-to-peer on dst's stream.
     OCTET_CUDA_CHECK(cudaStreamSynchronize(detail::stream(src_dev)));
     OCTET_CUDA_CHECK(cudaMemcpyPeerAsync(dst, dst_dev.index, src, src_dev.index, n, s));
@@ -193,7 +199,7 @@ Tensor Tensor::from_host(const void* data, size_t count, DType dtype, const Shap
   if (count > 0 && data == nullptr)
     fail_arg("Tensor::from_host", "data", cat("a pointer to ", count, " values"), "a null pointer");
   Tensor t = make("Tensor::from_vector", shape, dtype, device);
-  copy_bytes(t.data(), device, data, Device::cpu(), t.nbytes());
+  copy_bytes("Tensor::from_vector", t.data(), device, data, Device::cpu(), t.nbytes());
   return t;
 }
 
@@ -275,7 +281,7 @@ Tensor Tensor::to(Device device) const {
   if (device == this->device()) return *this;
   check::usable("Tensor::to", device);
   Tensor out = make("Tensor::to", shape(), dtype(), device);
-  copy_bytes(out.data(), device, data(), this->device(), nbytes());
+  copy_bytes("Tensor::to", out.data(), device, data(), this->device(), nbytes());
   if (autograd::needs_grad({*this})) {
     const Device from = this->device();
     autograd::record("to", {*this}, out, [from](const Tensor& g) { return std::vector<Tensor>{g.to(from)}; });
@@ -306,8 +312,13 @@ Tensor Tensor::to(DType dtype, Device device) const {
   return to(device).to(dtype);
 }
 
+void Tensor::check_host_read(const char* op) const {
+  if (defined()) detail::refuse_in_capture(op, device(), "reads values back to the host (waits for the device)");
+}
+
 double Tensor::item() const {
   if (numel() != 1) fail_arg("Tensor::item", "self", "a tensor with exactly one element", str());
+  check_host_read("Tensor::item");
   return to_vector<double>()[0];
 }
 
@@ -407,7 +418,7 @@ Tensor Tensor::t() const {
 Tensor Tensor::clone() const {
   check::defined("Tensor::clone", "self", *this);
   Tensor out = make("Tensor::clone", shape(), dtype(), device());
-  copy_bytes(out.data(), device(), data(), device(), nbytes());
+  copy_bytes("Tensor::clone", out.data(), device(), data(), device(), nbytes());
   if (autograd::needs_grad({*this}))
     autograd::record("clone", {*this}, out, [](const Tensor& g) { return std::vector<Tensor>{g}; });
   return out;
@@ -417,8 +428,11 @@ void Tensor::copy_(const Tensor& src) {
   check::defined("Tensor::copy_", "self", *this);
   check::shape_is("Tensor::copy_", "src", src, shape());
   autograd::mark_inplace("Tensor::copy_", "self", *this);
+  if (src.device() != device())
+    detail::refuse_in_capture("Tensor::copy_", device().is_cuda() ? device() : src.device(),
+                              "copies between devices or between the host and a device");
   const Tensor converted = src.detach().to(dtype(), device());  // src itself when nothing changes
-  copy_bytes(data(), device(), converted.data(), device(), nbytes());
+  copy_bytes("Tensor::copy_", data(), device(), converted.data(), device(), nbytes());
 }
 
 void Tensor::fill_(double value) {

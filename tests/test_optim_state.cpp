@@ -1,9 +1,7 @@
 // Tests of octet::optim over whole runs: resuming from a saved state continues bit for bit,
 // training octet demo's MLP with AdamW8bit ends within 2% of AdamW's loss, and on CUDA: the
 // same parameter bits and states as the CPU after several steps, and a step captured in a CUDA
-// graph (on octet::current_stream) replayed with a changing learning rate equals eager steps.
-#include <cuda_runtime_api.h>
-
+// graph (octet::Graph) replayed with a changing learning rate equals eager steps.
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -225,28 +223,23 @@ OCTET_CUDA_TEST("optim: a step captured in a CUDA graph and replayed equals eage
       set_grads(pw, 0);
       warm->step();
     }
-    synchronize(dev);
-    const cudaStream_t stream = current_stream(0);
-    cudaGraph_t graph = nullptr;
-    REQUIRE(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
-    replayed->step();
-    REQUIRE(cudaStreamEndCapture(stream, &graph) == cudaSuccess);
-    cudaGraphExec_t exec = nullptr;
-    REQUIRE(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
-    for (int step = 0; step < 5; ++step) {
-      const double lr = 1e-2 / (1 + step);  // a schedule: set before each replay
-      eager->set_lr(lr);
-      replayed->set_lr(lr);
+    // Capture runs the step once (the first learning rate of the schedule), each replay once more.
+    const auto learning_rate = [](int step) { return 1e-2 / (1 + step); };  // set before each step
+    eager->set_lr(learning_rate(0));
+    replayed->set_lr(learning_rate(0));
+    eager->step();
+    Graph graph = Graph::capture(dev, [&] { replayed->step(); });
+    for (int step = 1; step < 5; ++step) {
+      eager->set_lr(learning_rate(step));
+      replayed->set_lr(learning_rate(step));
       eager->step();
-      REQUIRE(cudaGraphLaunch(exec, stream) == cudaSuccess);
+      graph.replay();
     }
     synchronize(dev);
     CHECK(replayed->steps(0) == 5);
     for (size_t i = 0; i < pe.size(); ++i)
       CHECK(bitwise_equal(pe[i].detach().to(Device::cpu()), pr[i].detach().to(Device::cpu())));
     CHECK(same_state(eager->state_dict(), replayed->state_dict()));
-    cudaGraphExecDestroy(exec);
-    cudaGraphDestroy(graph);
   }
 }
 

@@ -3,19 +3,13 @@
 // copy ceiling (AdamW: read p, g, m, v and write p, m, v; AdamW8bit: the same with 1-byte states
 // plus the per-block absmax), and 1000 tensors of 4096 elements updated by one optimizer (the
 // multi-tensor launch) against 1000 optimizers of one tensor each (two launches per tensor), as a
-// speed-up, with the replayed CUDA graph of the multi-tensor step for reference.
-#include <cuda_runtime_api.h>
-
+// speed-up, with the multi-tensor step replayed from an octet::Graph for reference.
 #include <memory>
 
 #include "tools/bench.hpp"
 
 namespace octet::bench {
 namespace {
-
-void cuda_ok(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw Error(cat("bench optim: ", what, ": ", cudaGetErrorString(e)));
-}
 
 // Bytes one step moves per parameter of dtype t (grad read included).
 double bytes_per_param(bool eightbit, DType t) {
@@ -61,18 +55,10 @@ void many(Context& ctx) {
   ctx.add_value("optim", "AdamW.step multi-tensor speed-up", "1000 x 4096 f32 vs one launch per tensor",
                 single_ms / multi_ms, "x", multi_ms, ">= 3x");
 
-  cudaStream_t s = current_stream(ctx.device.index);
-  cudaGraph_t graph = nullptr;
-  cudaGraphExec_t exec = nullptr;
-  cuda_ok(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "begin capture");
-  multi.step();
-  cuda_ok(cudaStreamEndCapture(s, &graph), "end capture");
-  cuda_ok(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
-  const double graph_ms = ctx.time_ms([&](int) { cuda_ok(cudaGraphLaunch(exec, s), "graph launch"); });
+  Graph graph = Graph::capture(ctx.device, [&] { multi.step(); });
+  const double graph_ms = ctx.time_ms([&](int) { graph.replay(); });
   ctx.add_value("optim", "AdamW.step multi-tensor, CUDA graph replay", "1000 x 4096 f32, per step", graph_ms * 1e3,
                 "us", graph_ms);
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
 }
 
 void bench_optim(Context& ctx) {

@@ -9,6 +9,7 @@
 #include "octet/error.hpp"
 #include "octet/fp8_simulated.hpp"
 #include "octet/fp8_gemm.hpp"
+#include "octet/graph.hpp"
 #include "octet/io.hpp"
 #include "octet/nn.hpp"
 #include "octet/ops.hpp"

@@ -5,7 +5,8 @@
 // Storage is either octet's own (allocated and freed by octet) or memory the caller owns, wrapped
 // without a copy by from_blob (or from_dlpack, dlpack.hpp): octet never frees wrapped memory, it
 // runs the caller's deleter once when the last reference goes (docs/embedding.md).
-// Host reads (item, to_vector, to(cpu)) wait for the device; nothing else synchronizes.
+// Host reads (item, to_vector, to(cpu)) wait for the device; nothing else synchronizes. Inside a
+// CUDA graph capture (graph.hpp) they throw octet::Error instead.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -127,6 +128,7 @@ class Tensor {
   Tensor to(DType dtype, Device device) const;
   // Values as T: a raw copy when T is the dtype, otherwise converted first. Waits for the device.
   template <class T> std::vector<T> to_vector() const {
+    check_host_read("Tensor::to_vector");
     Tensor host = dtype() == dtype_of_v<T> ? to(Device::cpu()) : to(dtype_of_v<T>, Device::cpu());
     std::vector<T> out(static_cast<size_t>(host.numel()));
     if (!out.empty()) std::memcpy(out.data(), host.data(), out.size() * sizeof(T));
@@ -159,6 +161,8 @@ class Tensor {
 
  private:
   void check_element_type(DType t) const;
+  // Throws octet::Error naming op while the tensor's device is capturing a CUDA graph (graph.hpp).
+  void check_host_read(const char* op) const;
   std::shared_ptr<TensorImpl> impl_;
 };
 
