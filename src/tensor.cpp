@@ -431,7 +431,13 @@ void Tensor::copy_(const Tensor& src) {
   if (src.device() != device())
     detail::refuse_in_capture("Tensor::copy_", device().is_cuda() ? device() : src.device(),
                               "copies between devices or between the host and a device");
-  const Tensor converted = src.detach().to(dtype(), device());  // src itself when nothing changes
+  Tensor converted = src.detach().to(dtype(), device());  // src itself when nothing changes
+  if (converted.data() == data()) return;  // copied onto itself: nothing moves
+  // Two views of one buffer (narrow, reshape, from_blob) may overlap in part; memcpy and
+  // cudaMemcpyAsync are undefined on overlapping ranges, so such a source is copied out first.
+  const auto* from = static_cast<const char*>(converted.data());
+  const auto* to = static_cast<const char*>(data());
+  if (from < to + nbytes() && to < from + nbytes()) converted = converted.clone();
   copy_bytes("Tensor::copy_", data(), device(), converted.data(), device(), nbytes());
 }
 

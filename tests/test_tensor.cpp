@@ -73,6 +73,32 @@ OCTET_TEST_BOTH("tensor round trip, alias, reshape, transpose", check_roundtrip)
 OCTET_TEST_BOTH("tensor dtype conversion matches the host conversion", check_dtype_conversion)
 OCTET_TEST_BOTH("zero-sized tensors", check_zero_sized)
 
+// copy_ between parts of one buffer that overlap: the result is what a copy through a temporary
+// gives (memcpy on overlapping ranges is undefined), and a copy onto itself changes nothing.
+namespace {
+void check_overlapping_copy(Device d) {
+  const int64_t n = 1001;
+  std::vector<float> values(n);
+  for (int64_t i = 0; i < n; ++i) values[static_cast<size_t>(i)] = static_cast<float>(i) * 0.5f - 7.0f;
+  for (const int64_t shift : {int64_t{1}, int64_t{-1}, int64_t{333}}) {
+    Tensor flat = Tensor::from_vector(values, d);
+    const int64_t len = n - (shift > 0 ? shift : -shift);
+    const int64_t dst_start = shift > 0 ? shift : 0, src_start = shift > 0 ? 0 : -shift;
+    flat.narrow(0, dst_start, len).copy_(flat.narrow(0, src_start, len));
+    const std::vector<float> got = flat.to_vector<float>();
+    for (int64_t i = 0; i < n; ++i) {
+      const bool written = i >= dst_start && i < dst_start + len;
+      const float want = values[static_cast<size_t>(written ? i - dst_start + src_start : i)];
+      CHECK_MESSAGE(got[static_cast<size_t>(i)] == want, "shift " << shift << ", element " << i);
+    }
+  }
+  Tensor flat = Tensor::from_vector(values, d);
+  flat.copy_(flat.narrow(0, 0, n));
+  CHECK(flat.to_vector<float>() == values);
+}
+}  // namespace
+OCTET_TEST_BOTH("copy_ between overlapping views of one buffer", check_overlapping_copy)
+
 TEST_CASE("tensor errors name the op and argument") {
   Tensor t = Tensor::zeros({2, 3});
   CHECK_THROWS_WITH_AS(t.reshape({4, 2}), doctest::Contains("Tensor::reshape"), Error);
