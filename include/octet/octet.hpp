@@ -11,6 +11,7 @@
 #include "octet/io.hpp"
 #include "octet/nn.hpp"
 #include "octet/ops.hpp"
+#include "octet/optim.hpp"
 #include "octet/quant.hpp"
 #include "octet/random.hpp"
 #include "octet/runtime.hpp"
