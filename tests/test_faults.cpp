@@ -71,6 +71,96 @@ TEST_CASE("faults: SafetensorsWriter cut by the file-size limit leaves the previ
   });
 }
 
+namespace {
+
+// An AdamW8bit over one 8-bit-state weight and a small f32-state bias, with clipping, after a
+// few steps (its state differs from a fresh one's everywhere).
+struct Trained {
+  Tensor weight, bias;
+  optim::AdamW8bit opt;
+  explicit Trained(uint64_t seed)
+      : weight(Tensor::zeros({65, 70}).requires_grad_()), bias(Tensor::zeros({65}).requires_grad_()),
+        opt(std::vector<Tensor>{weight, bias}, {.lr = 0.01, .percentile_clipping = 5}) {
+    manual_seed(seed);
+    for (int step = 0; step < 3; ++step) {
+      weight.set_grad(randn({65, 70}));
+      bias.set_grad(randn({65}));
+      opt.step();
+    }
+  }
+};
+
+// The optimizer's whole state and its parameters, for before/after comparisons.
+TensorMap snapshot(const Trained& t) {
+  TensorMap m = t.opt.state_dict().tensors;
+  m["weight"] = t.weight.detach().clone();
+  m["bias"] = t.bias.detach().clone();
+  return m;
+}
+
+bool same_maps(const TensorMap& a, const TensorMap& b) {
+  if (a.size() != b.size()) return false;
+  for (const auto& [name, t] : a)
+    if (!b.count(name) || !test::bitwise_equal(t, b.at(name))) return false;
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("faults: an optimizer state save cut by the file-size limit leaves the previous file") {
+  const Trained trained(61);
+  check_cut_saves([&](const std::string& p, const TensorMap&) { trained.opt.save(p); });
+}
+
+TEST_CASE("faults: a training checkpoint save cut by the file-size limit leaves the previous file") {
+  const Trained trained(62);
+  check_cut_saves([&](const std::string& p, const TensorMap& m) {
+    TrainingCheckpoint c;
+    c.step = 3;
+    c.parameters = m;
+    const optim::StateDict state = trained.opt.state_dict();
+    c.optimizer = state.tensors;
+    c.optimizer_metadata = state.metadata;
+    c.rng = rng_state();
+    save_training_checkpoint(p, c);
+  });
+}
+
+TEST_CASE("faults: a truncated or mismatched optimizer state is refused and the optimizer keeps its state") {
+  Trained live(63);
+  const TensorMap before = snapshot(live);
+  const Trained other(64);
+  const std::string path = test::fault_temp_path("optim.safetensors");
+  other.opt.save(path);
+  const std::string whole = test::file_bytes(path);
+  int refused = 0;
+  for (size_t keep : {size_t{0}, size_t{8}, size_t{100}, whole.size() / 2, whole.size() - 1}) {
+    CAPTURE(keep);
+    std::ofstream(path, std::ios::binary | std::ios::trunc).write(whole.data(), static_cast<std::streamsize>(keep));
+    CHECK_THROWS_AS(live.opt.load(path), Error);
+    CHECK(same_maps(snapshot(live), before));
+    ++refused;
+  }
+  // Mismatched: another algorithm's state, other parameter shapes.
+  Tensor w = Tensor::zeros({65, 70}).requires_grad_(), b = Tensor::zeros({65}).requires_grad_();
+  optim::AdamW adamw(std::vector<Tensor>{w, b});
+  adamw.save(path);
+  CHECK_THROWS_AS(live.opt.load(path), Error);
+  CHECK(same_maps(snapshot(live), before));
+  Tensor small = Tensor::zeros({5, 70}).requires_grad_();
+  optim::AdamW8bit other_shapes(std::vector<Tensor>{small, b}, {.lr = 0.01, .percentile_clipping = 5});
+  other_shapes.save(path);
+  CHECK_THROWS_AS(live.opt.load(path), Error);
+  CHECK(same_maps(snapshot(live), before));
+  refused += 2;
+  CHECK(refused == 7);
+  // The intact file of the same layout loads.
+  std::ofstream(path, std::ios::binary | std::ios::trunc).write(whole.data(), static_cast<std::streamsize>(whole.size()));
+  live.opt.load(path);
+  CHECK(same_maps(live.opt.state_dict().tensors, other.opt.state_dict().tensors));
+  fs::remove(path);
+}
+
 TEST_CASE("faults: saves to a missing folder, onto a folder or under a file fail cleanly") {
   const Tensor x = Tensor::full({4}, 1.0);
   const std::string missing = test::fault_temp_path("no-such-folder") + "/x.safetensors";

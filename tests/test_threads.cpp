@@ -2,8 +2,8 @@
 // run the same work at once, repeatedly, and every result must equal the single-threaded result
 // bit for bit. Work: quantize/dequantize (global and blockwise, with shared Code tables whose
 // per-device caches are filled concurrently), percentile clipping, forward + backward + SGD step
-// through nn::Linear, LinearFP8Mixed, LinearFP8Global and LinearFP8, and the global random
-// stream (concurrent draws take disjoint pieces of it). Inputs are made on the main thread
+// through nn::Linear, LinearFP8Mixed, LinearFP8Global and LinearFP8, optimizer steps (SGD with
+// momentum, AdamW, AdamW8bit with percentile clipping), and the global random stream (concurrent draws take disjoint pieces of it). Inputs are made on the main thread
 // before the threads start (the global random stream is shared; see docs/reliability.md).
 // The suite also runs under ThreadSanitizer in CI (.ci/run, build-tsan), which checks the
 // library's shared state (random stream, Code caches, autograd sequence) for data races.
@@ -151,6 +151,37 @@ void layer_concurrently(Device device) {
       device);
 }
 
+// Per worker: parameters and gradients made on this thread; each run makes a fresh optimizer
+// over copies of them and takes a few steps (the 8-bit one with its blockwise states and its
+// clipping histories), returning the parameters and the whole optimizer state.
+void optimizers_concurrently(Device device) {
+  const std::vector<Tensor> weights = inputs({67, 70}, device, 16);  // 4690 elements: 8-bit states
+  const std::vector<Tensor> biases = inputs({67}, device, 17);
+  const std::vector<Tensor> grads = inputs({67, 70}, device, 18);
+  const std::vector<Tensor> bias_grads = inputs({67}, device, 19);
+  run_concurrently(
+      [&](int w) {
+        std::vector<Tensor> out;
+        auto run = [&](auto make) {
+          Tensor weight = weights[w].clone().requires_grad_(), bias = biases[w].clone().requires_grad_();
+          auto opt = make(std::vector<Tensor>{weight, bias});
+          for (int step = 0; step < 3; ++step) {
+            weight.set_grad(scale(grads[w], 1.0 + step));
+            bias.set_grad(bias_grads[w]);
+            opt.step();
+          }
+          out.push_back(weight.detach());
+          out.push_back(bias.detach());
+          for (const auto& [name, t] : opt.state_dict().tensors) out.push_back(t);
+        };
+        run([](std::vector<Tensor> p) { return optim::SGD(p, {.lr = 0.01, .momentum = 0.9}); });
+        run([](std::vector<Tensor> p) { return optim::AdamW(p, {.lr = 0.01}); });
+        run([](std::vector<Tensor> p) { return optim::AdamW8bit(p, {.lr = 0.01, .percentile_clipping = 5}); });
+        return out;
+      },
+      device);
+}
+
 void linear_concurrently(Device device) { layer_concurrently<nn::Linear>(device); }
 void fp8_mixed_concurrently(Device device) { layer_concurrently<nn::LinearFP8Mixed>(device); }
 void fp8_global_concurrently(Device device) { layer_concurrently<nn::LinearFP8Global>(device); }
@@ -159,6 +190,8 @@ void fp8_gemm_concurrently(Device device) { layer_concurrently<nn::LinearFP8>(de
 }  // namespace
 
 OCTET_TEST_BOTH("threads: percentile clipping from 8 threads equals one thread's bits", clip_concurrently)
+OCTET_TEST_BOTH("threads: SGD, AdamW and AdamW8bit steps from 8 threads equal one thread's bits",
+                optimizers_concurrently)
 OCTET_TEST_BOTH("threads: nn::Linear forward+backward+SGD from 8 threads equals one thread's bits",
                 linear_concurrently)
 OCTET_TEST_BOTH("threads: LinearFP8Mixed forward+backward+SGD from 8 threads equals one thread's bits",
