@@ -92,8 +92,8 @@ TrainingCheckpoint load_training_checkpoint(const std::string& path, Device devi
   return c;
 }
 
-void restore_tensors(const char* what, const TensorMap& saved, const TensorMap& live) {
-  const char* op = "restore_tensors";
+void check_restorable(const char* what, const TensorMap& saved, const TensorMap& live) {
+  const char* op = "check_restorable";
   for (const auto& [name, t] : live) {
     const auto it = saved.find(name);
     if (it == saved.end()) fail(op, cat(what, ": '", name, "' is not in the checkpoint"));
@@ -104,6 +104,10 @@ void restore_tensors(const char* what, const TensorMap& saved, const TensorMap& 
   }
   for (const auto& [name, t] : saved)
     if (!live.count(name)) fail(op, cat(what, ": the checkpoint holds '", name, "', which the live model lacks"));
+}
+
+void restore_tensors(const char* what, const TensorMap& saved, const TensorMap& live) {
+  check_restorable(what, saved, live);
   NoGradGuard no_grad;
   for (const auto& [name, t] : live) {
     Tensor target = t;

@@ -36,10 +36,12 @@ void save_training_checkpoint(const std::string& path, const TrainingCheckpoint&
 // this format is an Error naming the file and what is wrong.
 TrainingCheckpoint load_training_checkpoint(const std::string& path, Device device = Device::cpu());
 
-// Copies saved[name] into live[name] for every name, without recording for autograd (copy_ under
-// NoGradGuard, which also advances each tensor's storage version). First checks that both maps
-// hold the same names with the same shapes and dtypes and throws an Error naming `what` and the
-// first difference before anything is written.
+// Throws an Error naming `what` and the first difference unless both maps hold the same names
+// with the same shapes and dtypes. Writes nothing.
+void check_restorable(const char* what, const TensorMap& saved, const TensorMap& live);
+// check_restorable, then copies saved[name] into live[name] for every name without recording for
+// autograd (copy_ under NoGradGuard, which also advances each tensor's storage version).
+// To restore several parts all or nothing, check each part first, then write them.
 void restore_tensors(const char* what, const TensorMap& saved, const TensorMap& live);
 
 }  // namespace octet
