@@ -27,7 +27,8 @@ inline bool covers_storage(const Tensor& t) {
 // keep a hint (f32/f16/bf16, at least kAmaxHintMinNumel elements, out covering its storage).
 inline std::shared_ptr<Storage> amax_hint_buffer(const Tensor& out, int partials) {
   const DType t = out.dtype();
-  if (out.device().is_cpu() || out.numel() < kAmaxHintMinNumel || !covers_storage(out) ||
+  // Wrapped memory keeps none: its owner writes it through its own pointer, which no version counts.
+  if (out.device().is_cpu() || out.numel() < kAmaxHintMinNumel || !covers_storage(out) || out.impl()->storage->external ||
       (t != DType::f32 && t != DType::f16 && t != DType::bf16))
     return nullptr;
   return std::make_shared<Storage>(sizeof(uint32_t) * static_cast<size_t>(partials), out.device());

@@ -75,7 +75,7 @@ void refuse(std::string_view op, const std::vector<Tensor>& inputs) {
 }
 
 void mark_inplace(std::string_view op, std::string_view arg, const Tensor& t) {
-  check::defined(op, arg, t);
+  check::writable(op, arg, t);
   if (t_grad_enabled && t.requires_grad())
     fail_arg(op, arg, "a tensor that does not require grad (in-place writes are not recorded; use NoGradGuard)",
              cat(t.str(), " that requires grad"));

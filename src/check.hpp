@@ -17,6 +17,8 @@ void dtype_is(std::string_view op, std::string_view arg, const Tensor& t, DType 
 void device_is(std::string_view op, std::string_view arg, const Tensor& t, Device expected);
 void shape_is(std::string_view op, std::string_view arg, const Tensor& t, const Shape& expected);
 void dim_in(std::string_view op, std::string_view arg, const Tensor& t, int64_t lo, int64_t hi);
+// t is not a read-only import (in-place writers and ops that write into their arguments).
+void writable(std::string_view op, std::string_view arg, const Tensor& t);
 // The device exists on this machine (cuda:N with N < cuda_device_count()).
 void usable(std::string_view op, Device device);
 // The element count of a new tensor: dtype one of the enumerators, sizes non-negative, and the

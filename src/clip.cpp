@@ -21,6 +21,7 @@ void check_grad(const Tensor& grad, const Tensor& gnorm_vec, std::string_view ve
   check::dtype_is(kOp, vec_arg, gnorm_vec, DType::f32);
   check::shape_is(kOp, vec_arg, gnorm_vec, {kHistory});
   check::device_is(kOp, vec_arg, gnorm_vec, grad.device());
+  check::writable(kOp, vec_arg, gnorm_vec);
   if (percentile < 0 || percentile >= kHistory)
     fail_arg(kOp, "percentile", "an index 0 .. 99 into the 100 sorted squared norms", cat(percentile));
 }
@@ -29,6 +30,7 @@ void check_scalar(std::string_view arg, const Tensor& t, DType dtype, Device dev
   check::dtype_is(kOp, arg, t, dtype);
   check::shape_is(kOp, arg, t, {});
   check::device_is(kOp, arg, t, device);
+  check::writable(kOp, arg, t);
 }
 
 // Element i of buf as a 0-dim tensor sharing buf's storage.

@@ -69,6 +69,20 @@ void set_current_stream(int device_index, cudaStream_t stream) {
   state(device_index).user_stream = stream;
 }
 
+StreamGuard::StreamGuard(Device device, cudaStream_t stream) : device_(device) {
+  if (!device.is_cuda()) return;
+  check_index("StreamGuard", device.index);
+  std::lock_guard lock(g_mutex);
+  previous_ = state(device.index).user_stream;
+  state(device.index).user_stream = stream;
+}
+
+StreamGuard::~StreamGuard() {
+  if (!device_.is_cuda()) return;
+  std::lock_guard lock(g_mutex);
+  state(device_.index).user_stream = previous_;
+}
+
 void synchronize(Device device) {
   if (device.is_cpu()) return;
   check_index("synchronize", device.index);
@@ -202,6 +216,31 @@ void* cublaslt_workspace(Device device, size_t* bytes) {
   }
   *bytes = kBytes;
   return s.lt_workspace;
+}
+
+void check_pointer(std::string_view op, std::string_view arg, const void* p, Device device) {
+  if (device.is_cpu() && cuda_device_count() == 0) return;  // nothing but host memory exists here
+  cudaPointerAttributes attributes{};
+  const cudaError_t e = cudaPointerGetAttributes(&attributes, p);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    fail_arg(op, arg, cat("memory of ", device.str()),
+             cat("a pointer CUDA cannot classify (cudaPointerGetAttributes: ", cudaGetErrorString(e), ")"));
+  }
+  const char* what = "";
+  switch (attributes.type) {
+    case cudaMemoryTypeManaged: return;  // reachable from the host and every device
+    case cudaMemoryTypeUnregistered: what = "host memory"; break;
+    case cudaMemoryTypeHost: what = "pinned host memory"; break;
+    case cudaMemoryTypeDevice: what = "device memory"; break;
+    default: what = "memory of an unknown kind"; break;
+  }
+  const bool on_device = attributes.type == cudaMemoryTypeDevice;
+  if (device.is_cpu() && !on_device) return;
+  if (device.is_cuda() && on_device && attributes.device == device.index) return;
+  const std::string expected = device.is_cpu() ? "host or managed memory (the tensor is on cpu)"
+                                               : cat("device or managed memory of ", device.str());
+  fail_arg(op, arg, expected, on_device ? cat(what, " of cuda:", attributes.device) : std::string(what));
 }
 
 void* device_alloc(size_t bytes, Device device) {

@@ -44,6 +44,16 @@ void* cublaslt_workspace(Device device, size_t* bytes);
 // (cuBLASLt's split-K reduction reads partial sums stored there).
 void sanitizer_preset(void* p, size_t bytes, Device device);
 
+// Throws octet::Error naming op and arg when CUDA says p (the first byte of memory to be wrapped
+// as a tensor on `device`) is not memory that device's ops may use: Device::cpu() takes host
+// memory (plain, pinned or registered) and managed memory, cuda:N device memory of cuda:N and
+// managed memory. Without a GPU on the machine a CPU pointer is taken as it is.
+void check_pointer(std::string_view op, std::string_view arg, const void* p, Device device);
+
+// Tensor::from_blob with `op` named in its messages (from_dlpack wraps through it).
+Tensor wrap_memory(std::string_view op, void* data, const Shape& shape, DType dtype, Device device,
+                   std::function<void(void*)> deleter);
+
 void* device_alloc(size_t bytes, Device device);    // stream-ordered; throws with sizes on OOM
 void device_free(void* p, Device device) noexcept;  // stream-ordered
 

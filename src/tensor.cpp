@@ -1,5 +1,5 @@
-// Tensor: storage, construction, device/dtype transfer, reshape, transpose, copy, and the
-// argument checks of src/check.hpp.
+// Tensor: storage (octet's own and wrapped), construction, device/dtype transfer, views (reshape,
+// narrow), transpose, copy, and the argument checks of src/check.hpp.
 #include "octet/tensor.hpp"
 
 #include <cstdlib>
@@ -53,7 +53,14 @@ Storage::Storage(size_t nbytes, Device dev) : bytes(nbytes), device(dev) {
   }
 }
 
+Storage::Storage(void* external_data, size_t nbytes, Device dev, std::function<void(void*)> release)
+    : data(external_data), bytes(nbytes), device(dev), external(true), deleter(std::move(release)) {}
+
 Storage::~Storage() {
+  if (external) {  // not octet's to free: hand it back to its owner
+    if (deleter) deleter(data);
+    return;
+  }
   if (!data) return;
   if (device.is_cpu()) std::free(data);
   else detail::device_free(data, device);
@@ -105,6 +112,12 @@ void dim_in(std::string_view op, std::string_view arg, const Tensor& t, int64_t 
 }
 
 void usable(std::string_view op, Device device) { detail::require_device(op, device); }
+
+void writable(std::string_view op, std::string_view arg, const Tensor& t) {
+  defined(op, arg, t);
+  if (t.impl()->storage->read_only)
+    fail_arg(op, arg, "a writable tensor", cat(t.str(), " imported read-only (DLPack's read-only flag)"));
+}
 
 int64_t numel_of(std::string_view op, const Shape& shape, DType dtype) {
   const size_t elem = dtype_size(dtype);
@@ -182,6 +195,42 @@ Tensor Tensor::from_host(const void* data, size_t count, DType dtype, const Shap
   Tensor t = make("Tensor::from_vector", shape, dtype, device);
   copy_bytes(t.data(), device, data, Device::cpu(), t.nbytes());
   return t;
+}
+
+namespace detail {
+
+Tensor wrap_memory(std::string_view op, void* data, const Shape& shape, DType dtype, Device device,
+                   std::function<void(void*)> deleter) {
+  const int64_t n = check::numel_of(op, shape, dtype);
+  check::usable(op, device);
+  const size_t element = dtype_size(dtype);
+  const size_t bytes = static_cast<size_t>(n) * element;
+  if (n > 0) {  // an empty tensor never touches its pointer (null or not)
+    if (!data)
+      fail_arg(op, "data", cat("a pointer to ", n, " elements of ", dtype_name(dtype), " for shape ", shape_str(shape)),
+               "a null pointer");
+    const auto address = reinterpret_cast<uintptr_t>(data);
+    if (address % element != 0)
+      fail_arg(op, "data", cat("an address that is a multiple of ", element, " (the size of ", dtype_name(dtype), ")"),
+               cat("address ", data, ", ", address % element, " bytes past one"));
+    uintptr_t end = 0;
+    if (__builtin_add_overflow(address, bytes, &end))
+      fail_arg(op, "shape", cat("a size that fits the address space after ", data),
+               cat(shape_str(shape), " of ", dtype_name(dtype), ", ", bytes, " bytes"));
+    detail::check_pointer(op, "data", data, device);
+  }
+  auto impl = std::make_shared<TensorImpl>();
+  impl->shape = shape;
+  impl->dtype = dtype;
+  impl->storage = std::make_shared<Storage>(data, bytes, device, std::move(deleter));
+  return Tensor(std::move(impl));
+}
+
+}  // namespace detail
+
+Tensor Tensor::from_blob(void* data, const Shape& shape, DType dtype, Device device,
+                         std::function<void(void*)> deleter) {
+  return detail::wrap_memory("Tensor::from_blob", data, shape, dtype, device, std::move(deleter));
 }
 
 const Shape& Tensor::shape() const {
@@ -301,6 +350,40 @@ Tensor Tensor::reshape(const Shape& new_shape) const {
   if (autograd::needs_grad({*this})) {
     const Shape old = shape();
     autograd::record("reshape", {*this}, out, [old](const Tensor& g) { return std::vector<Tensor>{g.reshape(old)}; });
+  }
+  return out;
+}
+
+Tensor Tensor::narrow(int64_t d, int64_t start, int64_t length) const {
+  constexpr const char* op = "Tensor::narrow";
+  check::dim_in(op, "self", *this, 1, INT64_MAX);
+  if (d != 0 && d != -dim())
+    fail_arg(op, "dim", cat("0 or ", -dim(), " (a view along another dimension would not be contiguous)"), cat(d));
+  const int64_t rows = shape()[0];
+  if (start < -rows || start > rows) fail_arg(op, "start", cat("a start in [", -rows, ", ", rows, "]"), cat(start));
+  if (start < 0) start += rows;
+  if (length < 0 || length > rows - start)
+    fail_arg(op, "length", cat("a length in [0, ", rows - start, "] (size ", rows, " from start ", start, ")"),
+             cat(length));
+  Shape s = shape();
+  s[0] = 1;
+  const int64_t row_numel = shape_numel(s);
+  s[0] = length;
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = impl_->storage;
+  impl->shape = s;
+  impl->dtype = impl_->dtype;
+  impl->offset = impl_->offset + start * row_numel;
+  Tensor out(std::move(impl));
+  if (autograd::needs_grad({*this})) {
+    const Shape whole = shape();
+    const DType type = dtype();
+    const Device where = device();
+    autograd::record("narrow", {*this}, out, [whole, type, where, start, length](const Tensor& g) {
+      Tensor full = Tensor::zeros(whole, type, where);
+      full.narrow(0, start, length).copy_(g);
+      return std::vector<Tensor>{full};
+    });
   }
   return out;
 }

@@ -68,7 +68,7 @@ void record(std::string name, std::vector<Tensor> inputs, Tensor& output, Backwa
 // that require grad while grad mode is on.
 void refuse(std::string_view op, const std::vector<Tensor>& inputs);
 // Called by in-place writers before they write t (argument `arg` of op): throws when t requires grad and grad mode is
-// on; otherwise counts the write (see SavedTensor).
+// on, or when t is a read-only import (dlpack.hpp); otherwise counts the write (see SavedTensor).
 void mark_inplace(std::string_view op, std::string_view arg, const Tensor& t);
 
 // A tensor a backward function needs: held detached (no graph), with the storage version at

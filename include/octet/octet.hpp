@@ -4,6 +4,7 @@
 #include "octet/clip.hpp"
 #include "octet/convert.hpp"
 #include "octet/device.hpp"
+#include "octet/dlpack.hpp"
 #include "octet/dtype.hpp"
 #include "octet/error.hpp"
 #include "octet/fp8_simulated.hpp"

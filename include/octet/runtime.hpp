@@ -1,6 +1,15 @@
 // CUDA runtime state shared by all ops: one stream per device (the "library stream"; every CUDA
-// op is enqueued on it), a stream-ordered memory pool, and cuBLAS handles.
+// op is enqueued on the device's current stream, which is the library stream unless the caller
+// set one of its own), a stream-ordered memory pool, and cuBLAS handles.
 // Ops never synchronize the host; synchronize() is the explicit wait.
+// The current stream is per device and process-wide (not per thread). While a caller's stream is
+// current, octet enqueues all of its work for that device there: kernels, copies, cuBLAS calls,
+// the stream-ordered allocations (cudaMallocAsync) and frees (cudaFreeAsync) of its own storage; a
+// second library stream forked from and joined back to the current stream (events) may run part
+// of an op. A free goes on the stream current when the last reference goes. Handing tensors
+// between streams is the caller's job, with events (docs/embedding.md): after work on stream A
+// that writes or reads a tensor, record an event on A and make stream B wait for it
+// (cudaStreamWaitEvent) before octet uses or frees that tensor while B is current.
 #pragma once
 #include <cstddef>
 #include <cuda_runtime_api.h>
@@ -14,6 +23,23 @@ cudaStream_t current_stream(int device_index = 0);
 // Makes ops on cuda:index use `stream` (owned by the caller) from now on; nullptr restores the
 // library's own stream.
 void set_current_stream(int device_index, cudaStream_t stream);
+// Makes `stream` (owned by the caller, kept alive by it while the guard lives) the current stream
+// of `device` for the guard's lifetime and then restores the stream that was current before
+// (the library's own or another caller stream). Guards nest (destroy them in reverse order). On
+// the CPU the guard does nothing; a CUDA device that does not exist here is an octet::Error. The
+// guard orders nothing between the two streams: see the contract above.
+class StreamGuard {
+ public:
+  StreamGuard(Device device, cudaStream_t stream);
+  ~StreamGuard();
+  StreamGuard(const StreamGuard&) = delete;
+  StreamGuard& operator=(const StreamGuard&) = delete;
+
+ private:
+  Device device_;
+  cudaStream_t previous_ = nullptr;  // the caller stream that was set, nullptr for the library's own
+};
+
 // Waits until all work enqueued on the device's current stream has finished (no-op on CPU).
 void synchronize(Device device);
 

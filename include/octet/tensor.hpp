@@ -1,10 +1,15 @@
 // Tensor: a handle with shared ownership of contiguous row-major storage.
 // Copying a Tensor shares the storage and the autograd state (like other tensor libraries);
-// reshape shares the storage; t() and clone() copy. Sizes and indices are 64-bit.
+// reshape and narrow are views (they share the storage and its version counter); t() and clone()
+// copy. Sizes and indices are 64-bit.
+// Storage is either octet's own (allocated and freed by octet) or memory the caller owns, wrapped
+// without a copy by from_blob (or from_dlpack, dlpack.hpp): octet never frees wrapped memory, it
+// runs the caller's deleter once when the last reference goes (docs/embedding.md).
 // Host reads (item, to_vector, to(cpu)) wait for the device; nothing else synchronizes.
 #pragma once
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -19,13 +24,18 @@ using Shape = std::vector<int64_t>;
 std::string shape_str(const Shape& s);  // "(2, 3)"
 int64_t shape_numel(const Shape& s);    // 0 if any size is 0; throws past 2^63 - 1
 
-// Raw bytes on one device. CUDA storage comes from cudaMallocAsync on the library stream and is
-// returned with cudaFreeAsync on the same stream (no device synchronization).
+// Raw bytes on one device. octet's own CUDA storage comes from cudaMallocAsync on the current
+// stream and is returned with cudaFreeAsync on the then current stream (no device
+// synchronization). Wrapped storage (`external`) is never freed by octet: its deleter, when there
+// is one, runs exactly once, in the destructor, with the pointer it was given.
 struct Storage {
   void* data = nullptr;
   size_t bytes = 0;
   Device device;
   uint64_t version = 0;  // counts in-place writes (autograd::mark_inplace, SavedTensor)
+  bool external = false;   // memory octet did not allocate (from_blob, from_dlpack)
+  bool read_only = false;  // imported read-only: in-place writes are refused (autograd::mark_inplace)
+  std::function<void(void*)> deleter;  // external only; may be empty (the caller keeps the memory alive)
   // amax hint (src/amax_hint.hpp): per-block maxima of |x| over all `amax_numel` elements of
   // `amax_dtype`, written on the device by the CUDA elementwise op that produced version
   // `amax_version` of the contents; fp8_amax reads them instead of the data.
@@ -34,8 +44,10 @@ struct Storage {
   uint64_t amax_version = 0;
   int64_t amax_numel = 0;
   DType amax_dtype = DType::f32;
-  Storage(size_t bytes, Device device);
-  ~Storage();
+  Storage(size_t bytes, Device device);  // octet's own memory
+  // Wraps `bytes` at `external_data` on `device` (unchecked: Tensor::from_blob checks).
+  Storage(void* external_data, size_t bytes, Device device, std::function<void(void*)> deleter);
+  ~Storage();  // the deleter must not throw: it runs in a destructor
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
 };
@@ -77,6 +89,22 @@ class Tensor {
   }
   // count values of dtype at data (host memory; null only when count is 0).
   static Tensor from_host(const void* data, size_t count, DType dtype, const Shape& shape, Device device);
+  // Wraps memory the caller owns, without a copy: shape's elements of dtype, compact row-major,
+  // at `data` on `device`. Ops read it and in-place ops (copy_, fill_, axpy_, scale_by_, ...)
+  // write it where it lies. `deleter` (optional) runs exactly once, with `data`, when the last
+  // octet reference goes (views and DLPack exports included); without one the caller keeps the
+  // memory alive for as long as octet may use it. On the CPU ops have finished when they return;
+  // on CUDA work may still be queued on current_stream(device) when the deleter runs, so a
+  // deleter frees stream-ordered (cudaFreeAsync on that stream) or after a wait (cudaFree waits
+  // for the device). Checks, each an octet::Error: data null while the shape has elements; the
+  // byte size past 2^63 - 1 or past the end of the address space; data not a multiple of the
+  // dtype's size; on a machine with a GPU, what CUDA says data is (cudaPointerGetAttributes) not
+  // matching `device`: Device::cpu() takes plain, pinned or registered host memory and managed
+  // memory, cuda:N takes device memory of cuda:N and managed memory. A CUDA device that does not
+  // exist here is an error. When a check fails the deleter does not run: the memory stays the
+  // caller's.
+  static Tensor from_blob(void* data, const Shape& shape, DType dtype, Device device,
+                          std::function<void(void*)> deleter = nullptr);
 
   bool defined() const { return impl_ != nullptr; }
   const Shape& shape() const;
@@ -105,7 +133,11 @@ class Tensor {
     return out;
   }
   double item() const;  // the single element as double; waits for the device
-  Tensor reshape(const Shape& shape) const;  // shares storage; one dimension may be -1
+  Tensor reshape(const Shape& shape) const;  // a view (shares storage); one dimension may be -1
+  // A view of `length` slices starting at slice `start` along dimension 0 (dim may be given as
+  // -dim()): the result shares storage and its version counter, so an in-place write through it
+  // is seen by autograd's saved tensors of the whole. Other dimensions would not be contiguous.
+  Tensor narrow(int64_t dim, int64_t start, int64_t length) const;
   Tensor t() const;                          // transpose of a 2-D tensor (materialized copy)
   Tensor clone() const;
   void copy_(const Tensor& src);             // copy values from src (same shape, any dtype/device)
