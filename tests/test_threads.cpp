@@ -13,6 +13,8 @@
 #include <string>
 #include <thread>
 
+#include <cuda_runtime_api.h>
+
 #include "tests/helpers.hpp"
 
 using namespace octet;
@@ -37,22 +39,29 @@ std::vector<Tensor> on_host(const std::vector<Tensor>& ts) {
 void run_concurrently(const Job& job, Device device) {
   std::vector<std::vector<Tensor>> expected(kThreads);
   for (int w = 0; w < kThreads; ++w) expected[w] = on_host(job(w));
+  // The inputs were made on this thread's stream; the workers' streams must see them.
+  synchronize(device);
   std::vector<int> mismatches(kThreads, 0);
   std::vector<std::exception_ptr> errors(kThreads);
   std::vector<std::thread> threads;
   for (int w = 0; w < kThreads; ++w)
     threads.emplace_back([&, w] {
+      cudaStream_t stream = nullptr;
       try {
-        (void)device;
+        if (device.is_cuda() && cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) != cudaSuccess)
+          throw Error("cudaStreamCreateWithFlags failed");
+        StreamGuard guard(device, stream);
         for (int it = 0; it < kIterations; ++it) {
           const std::vector<Tensor> got = on_host(job(w));
           bool same = got.size() == expected[w].size();
           for (size_t i = 0; same && i < got.size(); ++i) same = test::bitwise_equal(got[i], expected[w][i]);
           if (!same) ++mismatches[w];
         }
+        synchronize(device);  // before the guard ends: the tensors freed in the job free on this stream
       } catch (...) {
         errors[w] = std::current_exception();
       }
+      if (stream) cudaStreamDestroy(stream);
     });
   for (auto& t : threads) t.join();
   for (int w = 0; w < kThreads; ++w) {
