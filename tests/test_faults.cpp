@@ -5,6 +5,7 @@
 // The file-size limit is set with setrlimit(RLIMIT_FSIZE) in a forked child that ignores
 // SIGXFSZ, so a write past the limit fails with EFBIG as a full disk fails with ENOSPC.
 
+#include "octet/dlpack.hpp"
 #include "tests/fault_helpers.hpp"
 #include "tests/helpers.hpp"
 
@@ -253,3 +254,40 @@ void out_of_memory_leaves_inputs(Device device) {
 }  // namespace
 
 OCTET_TEST_BOTH("faults: an op that runs out of memory leaves its inputs intact", out_of_memory_leaves_inputs)
+
+// Inputs tools/fuzz-dlpack found: a null data pointer with an offset was taken for memory, and
+// exporting an empty import whose other sizes multiply past 2^63 overflowed its strides.
+TEST_CASE("faults: DLPack imports the fuzzer found problems with") {
+  int deleted = 0;
+  int64_t shape[3] = {4, 1, 1};
+  DLManagedTensorVersioned managed{};
+  managed.version = {1, 1};
+  managed.manager_ctx = &deleted;
+  managed.deleter = [](DLManagedTensorVersioned* self) { ++*static_cast<int*>(self->manager_ctx); };
+  managed.dl_tensor.data = nullptr;
+  managed.dl_tensor.byte_offset = 2;
+  managed.dl_tensor.device = {kDLCPU, 0};
+  managed.dl_tensor.ndim = 1;
+  managed.dl_tensor.dtype = {kDLUInt, 8, 1};
+  managed.dl_tensor.shape = shape;
+  CHECK_THROWS_WITH_AS(from_dlpack(&managed), doctest::Contains("argument 'dl_tensor.data': expected a pointer"), Error);
+  CHECK(deleted == 0);
+
+  alignas(64) static uint8_t byte = 0;
+  int64_t empty_shape[3] = {0, int64_t{1} << 40, int64_t{1} << 40};
+  managed.dl_tensor.data = &byte;
+  managed.dl_tensor.byte_offset = 0;
+  managed.dl_tensor.ndim = 3;
+  managed.dl_tensor.shape = empty_shape;
+  {
+    const Tensor empty = from_dlpack(&managed);
+    CHECK(empty.numel() == 0);
+    DLManagedTensorVersioned* exported = to_dlpack(empty);
+    REQUIRE(exported != nullptr);
+    CHECK(exported->dl_tensor.strides[2] == 1);
+    CHECK(exported->dl_tensor.strides[1] == int64_t{1} << 40);
+    CHECK(exported->dl_tensor.strides[0] == 0);  // past 2^63: meaningless for an empty tensor
+    exported->deleter(exported);
+  }
+  CHECK(deleted == 1);
+}
