@@ -139,8 +139,9 @@ Tensor wrap(std::string_view op, const DLTensor& dl, std::function<void(void*)> 
     fail_arg(op, "dl_tensor.byte_offset", cat("a multiple of ", element, " (the size of ", dtype_name(dtype), ")"),
              cat(dl.byte_offset));
   // A null data pointer plus an offset is a small number, not memory (found by tools/fuzz-dlpack).
-  if (!dl.data && numel > 0)
-    fail_arg(op, "dl_tensor.data", "a pointer to the elements", cat("NULL for ", numel, " elements"));
+  if (!dl.data && dl.byte_offset != 0 && numel > 0)
+    fail_arg(op, "dl_tensor.data", "a pointer to the elements",
+             cat("NULL with byte_offset ", dl.byte_offset, " for ", numel, " elements"));
   uintptr_t first = 0;
   if (__builtin_add_overflow(reinterpret_cast<uintptr_t>(dl.data), dl.byte_offset, &first))
     fail_arg(op, "dl_tensor.byte_offset", "an offset within the address space", cat(dl.byte_offset, " after ", dl.data));
