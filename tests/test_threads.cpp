@@ -242,3 +242,19 @@ TEST_CASE("threads: concurrent rand/randn draw disjoint pieces of the global str
   CHECK(after.seed == 21);
   CHECK(after.offset == uint64_t(kThreads * kCalls) * kCount);
 }
+
+OCTET_CUDA_TEST("threads: a StreamGuard changes the current stream of its own thread only") {
+  const Device gpu = Device::cuda(0);
+  const cudaStream_t shared = current_stream(0);
+  cudaStream_t mine = nullptr;
+  REQUIRE(cudaStreamCreateWithFlags(&mine, cudaStreamNonBlocking) == cudaSuccess);
+  {
+    StreamGuard guard(gpu, mine);
+    CHECK(current_stream(0) == mine);
+    cudaStream_t seen_elsewhere = nullptr;
+    std::thread([&] { seen_elsewhere = current_stream(0); }).join();
+    CHECK(seen_elsewhere == shared);
+  }
+  CHECK(current_stream(0) == shared);
+  CHECK(cudaStreamDestroy(mine) == cudaSuccess);
+}
