@@ -1,6 +1,7 @@
 // CUDA launchers of the fp8_gemm family (same arguments as src/cpu/fp8_gemm.hpp, but scales are
-// device pointers, plus the stream). Launchers assume validated arguments (src/fp8_gemm.cpp) and
-// check their launches. The cuBLASLt GEMM itself is driven from src/fp8_gemm.cpp.
+// device pointers, plus the stream). Launchers assume validated arguments (src/fp8_gemm_cast.cpp,
+// src/fp8_gemm.cpp) and check their launches. The cuBLASLt GEMM itself is driven from
+// src/fp8_gemm_plan.cpp.
 #pragma once
 #include <cuda_runtime_api.h>
 

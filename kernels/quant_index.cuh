@@ -1,7 +1,7 @@
 // The index rule of 8-bit quantization and the scale rules, shared by the CPU reference
 // (g++) and the CUDA kernels (nvcc): every function here is __host__ __device__ and uses only
 // comparisons and single float operations, so both devices give the same bits.
-// - closed_form(): the spec's rule (docs/quant.md): k = #entries < x, then one comparison with
+// - closed_form(): the index rule (docs/quant.md, "Index rule"): k = #entries < x, then one comparison with
 //   the float32 midpoint mid[a] = (code[a] + code[a+1]) * 0.5 of the bracketing pair, ties to
 //   the even index, NaN -> 0, no clamping. Identical to bitsandbytes' binary search.
 // - lut_index(): the kernels' fast path. Buckets of the float's bits (per sign: an exponent
@@ -93,7 +93,7 @@ OCTET_QI_HD int lut_index(const LutEntry* lut, const LutShape& s, const Tables& 
   return u >= e.thr ? e.above : e.below;
 }
 
-// The kernels' index table ("compact table", docs/quant.md "Kernels"), built once per Code on the
+// The kernels' index table ("compact table", docs/quant.md, "Kernels"), built once per Code on the
 // host (src/cpu/quant.cpp build_compact) from closed_form() and copied into shared memory by
 // every CUDA block. It is indexed by the ordered bits o = ordered(x') of x' = x * 2^-k + (-0)
 // rounded down (scale_down; ordered: a signed integer that grows with x' across both signs, o =
@@ -170,7 +170,7 @@ OCTET_QI_HD float scale_down(float x, float scale) {
 // The index (low byte; higher bits are garbage) from a slot's entry e: e - 1 + (w >= e).
 OCTET_QI_HD uint32_t compact_step(uint32_t e, uint32_t w) { return e - 1u + (w >= e ? 1u : 0u); }
 
-// The kernels' lookup, as the host evaluates it (kernels/quant.cu compact_lookup is the same
+// The kernels' lookup, as the host evaluates it (kernels/quant_lookup.cuh compact_lookup is the same
 // arithmetic in IMADs): clamp = false only for x in [-(1 + 2^-23), 1 + 2^-23] and c.noclamp.
 OCTET_QI_HD uint32_t compact_index(const uint32_t* ct, const Compact& c, float x, bool clamp = true) {
   const int32_t o = ordered(scale_down(clamp ? fmax_hd(x, c.floor) : x, c.scale));

@@ -1,5 +1,6 @@
 // Dispatch and validation of the fp8_simulated family (fp8_simulated.hpp): bitsandbytes' simulated FP8 matmuls.
-// Conventions (spec section 5, DESIGN differences):
+// What they compute: docs/fp8-simulated.md, "Forward and backward" and "Block sizes"; where they
+// differ from bitsandbytes: docs/fp8-simulated.md, "Differences from bitsandbytes".
 // - An operand is "fake-quantized" (quantize + dequantize, fused in one pass by the quant family)
 //   on a detached tensor; the product is one row-major GEMM over all rows of A (3-D A flattened),
 //   so grad_B of a 3-D A is summed over the batch by the GEMM itself.
@@ -9,13 +10,16 @@
 //   backward reuses the forward's Aq instead of re-quantizing A^T.
 // - Empty A or B skips quantization: the result is empty, or zeros when K = 0; gradients are
 //   zeros of the inputs' shapes.
+// - On CUDA the mixed forward folds B's absmax pass into A's fake-quantize kernel (B without an
+//   amax hint); otherwise independent fake-quantize passes run on two streams (A's, or G's
+//   beside grad_B's GEMM, on the side stream of detail::fork_side_stream).
 // - Fp8Product::tensor_cores (mixed forward only, where tensor_core_scales applies): E4M3 codes
 //   of A and B (quant_internal::e4m3_operands, one pass each; B's written as (N, K): the FP8 GEMM
-//   wants both operands K-major) into detail::fp8_gemm_scaled_into.
+//   wants both operands K-major) into detail::fp8_gemm_scaled_into (docs/fp8-simulated.md,
+//   "Tensor-core product").
 #include "octet/fp8_simulated.hpp"
 
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <vector>
@@ -35,27 +39,6 @@ namespace {
 void check_block_size(std::string_view op, std::string_view arg, int64_t v) {
   if (v == -1 || (v >= 32 && v <= 4096 && (v & (v - 1)) == 0)) return;
   fail_arg(op, arg, "-1 (pick from the shapes) or a power of two in [32, 4096]", cat(v));
-}
-
-// Whether the independent fake-quantize passes run on two streams (CUDA); OCTET_FP8_FORK=0
-// turns it off (measurements).
-bool fork_enabled(const Tensor& A) {
-  static const bool on = [] {
-    const char* e = std::getenv("OCTET_FP8_FORK");
-    return !(e && e[0] == '0');
-  }();
-  return on && A.device().is_cuda();
-}
-
-// Whether the mixed forward folds B's absmax pass into A's fake-quantize kernel (CUDA, B without
-// an amax hint); OCTET_FP8_FUSE=0 turns it off (measurements).
-bool fuse_enabled(const Tensor& A, const Tensor& B) {
-  static const bool on = [] {
-    const char* e = std::getenv("OCTET_FP8_FUSE");
-    return !(e && e[0] == '0');
-  }();
-  int parts = 0;
-  return on && A.device().is_cuda() && detail::amax_hint(B, &parts) == nullptr;
 }
 
 bool same_values(const Code& a, const Code& b) {
@@ -153,10 +136,11 @@ Tensor fp8_matmul(const Fp8Args& p, const Tensor& A, const Tensor& B, const Code
     fp8_gemm_scaled_into(*tc_scales, A8, B8, a_scale, b_scale, out);
   } else {
     const int64_t a_bs = mixed ? bsz : 0;
-    if (mixed && fuse_enabled(A, B)) {
+    int b_hint_parts = 0;
+    if (A.device().is_cuda() && mixed && detail::amax_hint(B, &b_hint_parts) == nullptr) {
       // One kernel for A's pass and max |B|, then B's pass; all on this stream.
       quant_internal::fake_quantize_pair(A.detach(), a_bs, B.detach(), fw_code, Aq, Bq);
-    } else if (fork_enabled(A)) {
+    } else if (A.device().is_cuda()) {
       // A's pass on the side stream, B's (absmax pass, then the fused pass) on this one; the
       // GEMM waits for both. a_absmax lives until the join.
       Tensor a_absmax;
@@ -195,7 +179,7 @@ Tensor fp8_matmul(const Fp8Args& p, const Tensor& A, const Tensor& B, const Code
     };
     const int64_t g_bs = mixed ? bsz2 : 0;
     Tensor gq;
-    if (mixed && need_b && need_a && fork_enabled(g)) {
+    if (mixed && need_b && need_a && g.device().is_cuda()) {
       // grad_B = A^T G needs no quantized G: its GEMM runs while G is fake-quantized beside it.
       Tensor g_absmax;
       gq = quant_internal::fake_quantize_forked(g, bw_code, g_bs, g_absmax);

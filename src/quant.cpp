@@ -1,7 +1,7 @@
 // Dispatch and validation of the quant family (quant.hpp): code tables, Code (validated once,
 // cached per device with the kernels' index tables), quantize/dequantize (global and
 // blockwise, nested absmax) and fake-quantize. Each op checks its arguments here, allocates
-// its outputs and runs src/cpu/quant.cpp or kernels/quant.cu on the tensors' device.
+// its outputs and runs src/cpu/quant.cpp or the kernels of kernels/quant.cuh on the tensors' device.
 #include "octet/quant.hpp"
 
 #include <cmath>
@@ -227,7 +227,7 @@ Quantized quantize_impl(const char* op, const Tensor& A, const Code& code, int64
   return {codes, st};
 }
 
-// Nested absmax (spec 3): offset = mean(absmax); absmax - offset quantized blockwise with the
+// Nested absmax (docs/quant.md): offset = mean(absmax); absmax - offset quantized blockwise with the
 // dynamic table and the same blocksize.
 void nest(QuantState& st) {
   const Device dev = st.absmax.device();

@@ -23,7 +23,6 @@ constexpr int kMaxDevices = 64;
 
 struct DeviceState {
   cudaStream_t own_stream = nullptr;
-  cudaStream_t side_stream = nullptr;
   cudaStream_t user_stream = nullptr;
   cublasLtHandle_t cublaslt = nullptr;
   bool pool_ready = false;
@@ -153,26 +152,32 @@ cudaStream_t stream(Device device) { return current_stream(device.index); }
 
 namespace {
 
-struct ForkEvents {
+// The side stream and its fork/join events belong to the pair (device, current stream) of the
+// fork: work issued on different current streams (host threads on streams of their own) forks onto
+// different side streams and never waits for another's side work. Callers that share a current
+// stream share its side stream and events, which is safe: their work is ordered on those two
+// streams anyway, every record of the events lands on them, and a wait takes the latest record,
+// never an earlier one, so it covers at least the work it was asked to (CUDA's event calls are
+// thread-safe). One side stream per device would make threads on different streams queue their
+// side work behind each other's and join on each other's.
+// Entries are never destroyed (as the handles above); a stream destroyed and created again at the
+// same address reuses its entry, which is harmless.
+struct SideStream {
+  cudaStream_t stream = nullptr;
   cudaEvent_t fork = nullptr, join = nullptr;
 };
 
 // Caller has the device current.
-ForkEvents& fork_events(int index) {
-  thread_local std::array<ForkEvents, kMaxDevices> events;
-  ForkEvents& e = events[static_cast<size_t>(index)];
-  if (!e.fork) {
-    OCTET_CUDA_CHECK(cudaEventCreateWithFlags(&e.fork, cudaEventDisableTiming));
-    OCTET_CUDA_CHECK(cudaEventCreateWithFlags(&e.join, cudaEventDisableTiming));
-  }
-  return e;
-}
-
-cudaStream_t side_stream(int index) {
+const SideStream& side_stream(int index, cudaStream_t main) {
+  static auto* sides = new std::map<std::pair<int, cudaStream_t>, SideStream>();
   std::lock_guard lock(g_mutex);
-  DeviceState& s = state(index);
-  if (!s.side_stream) OCTET_CUDA_CHECK(cudaStreamCreateWithFlags(&s.side_stream, cudaStreamNonBlocking));
-  return s.side_stream;
+  SideStream& s = (*sides)[{index, main}];
+  if (!s.stream) {
+    OCTET_CUDA_CHECK(cudaEventCreateWithFlags(&s.fork, cudaEventDisableTiming));
+    OCTET_CUDA_CHECK(cudaEventCreateWithFlags(&s.join, cudaEventDisableTiming));
+    OCTET_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
+  }
+  return s;
 }
 
 }  // namespace
@@ -180,19 +185,18 @@ cudaStream_t side_stream(int index) {
 cudaStream_t fork_side_stream(Device device) {
   const cudaStream_t main = stream(device);
   DeviceGuard guard(device);
-  const cudaStream_t side = side_stream(device.index);
-  const ForkEvents& e = fork_events(device.index);
-  OCTET_CUDA_CHECK(cudaEventRecord(e.fork, main));
-  OCTET_CUDA_CHECK(cudaStreamWaitEvent(side, e.fork, 0));
-  return side;
+  const SideStream& side = side_stream(device.index, main);
+  OCTET_CUDA_CHECK(cudaEventRecord(side.fork, main));
+  OCTET_CUDA_CHECK(cudaStreamWaitEvent(side.stream, side.fork, 0));
+  return side.stream;
 }
 
 void join_side_stream(Device device) {
   const cudaStream_t main = stream(device);
   DeviceGuard guard(device);
-  const ForkEvents& e = fork_events(device.index);
-  OCTET_CUDA_CHECK(cudaEventRecord(e.join, side_stream(device.index)));
-  OCTET_CUDA_CHECK(cudaStreamWaitEvent(main, e.join, 0));
+  const SideStream& side = side_stream(device.index, main);
+  OCTET_CUDA_CHECK(cudaEventRecord(side.join, side.stream));
+  OCTET_CUDA_CHECK(cudaStreamWaitEvent(main, side.join, 0));
 }
 
 namespace {

@@ -25,10 +25,11 @@ class DeviceGuard {
 };
 
 cudaStream_t stream(Device device);                 // current stream of a CUDA device
-// Fork/join with a second library stream of the device (no host sync; CUDA-graph capturable):
-// fork_side_stream makes the side stream wait for the work issued so far on the current stream
-// and returns it; join_side_stream makes the current stream wait for the work issued so far on
-// the side stream. Events are per host thread, so threads do not mix their dependencies.
+// Fork/join with a side stream of the device's current stream (no host sync; CUDA-graph
+// capturable): fork_side_stream makes the side stream wait for the work issued so far on the
+// current stream and returns it; join_side_stream makes the current stream wait for the work
+// issued so far on the side stream. The side stream and its events belong to the pair (device,
+// current stream), so threads on their own streams never wait for each other (src/runtime.cpp).
 cudaStream_t fork_side_stream(Device device);
 void join_side_stream(Device device);
 cublasHandle_t cublas_handle(Device device);        // bound to the current stream

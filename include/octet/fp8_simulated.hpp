@@ -1,11 +1,12 @@
 // bitsandbytes' research FP8 matmuls (simulated FP8: operands are quantized with 8-bit FP8-like
 // code tables and dequantized, then multiplied with a 16/32-bit GEMM), forward and backward as
-// bitsandbytes 0.49.2 (docs/semantics.md section 5). Differentiable.
+// bitsandbytes 0.49.2 (docs/fp8-simulated.md, "Forward and backward"). Differentiable.
 // C = A @ B with A (M, K) or (b, M, K), B (K, N); A and B share a dtype (f16, bf16, f32) and a
 // device. Intended codes: fw_code = Code::fp8_e4m3(), bw_code = Code::fp8_e5m2().
-// Differences from bitsandbytes (DESIGN.md): empty inputs give empty results, or zeros when
-// K = 0 (upstream: uninitialized memory), and zero gradients; for 3-D A, grad_B is summed over
-// the batch here (upstream leaves that to torch autograd). See docs/fp8.md.
+// Differences from bitsandbytes (docs/fp8-simulated.md, "Differences from bitsandbytes"): empty
+// inputs give empty results, or zeros when K = 0 (upstream: uninitialized memory), and zero
+// gradients; for 3-D A, grad_B is summed over the batch here (upstream leaves that to torch
+// autograd).
 #pragma once
 #include <utility>
 
@@ -17,7 +18,7 @@ namespace octet {
 // bitsandbytes' get_block_sizes(A, B): (bsz for A's blocks, bsz2 for grad_output's blocks).
 // in_f = A.size(-1); out_f = B.size(0) if B.size(1) == in_f else B.size(1); pick(f) = the
 // smallest of 64, 128, ..., 4096 that is >= f (4096 above 4096). f <= 0 gives 64 (upstream
-// raises IndexError).
+// raises IndexError). docs/fp8-simulated.md, "Block sizes".
 std::pair<int64_t, int64_t> fp8_block_sizes(const Tensor& A, const Tensor& B);
 
 // How matmul_fp8_mixed's forward multiplies the quantized operands.
@@ -29,7 +30,8 @@ std::pair<int64_t, int64_t> fp8_block_sizes(const Tensor& A, const Tensor& B);
 //   blocks). The products are those of the codes' exact values (the fake values before their
 //   rounding to A's dtype; codes below 2^-6 / 240 move to the nearest E4M3 number, at most 2^-10 /
 //   240 of the block's absmax), accumulated by the tensor cores (within 2^-12 of sum |a b|; the
-//   simulated product carries the f16/bf16 rounding of its operands instead; docs/fp8.md).
+//   simulated product carries the f16/bf16 rounding of its operands instead; docs/fp8-simulated.md,
+//   "Tensor-core product").
 //   Taken where it applies: CUDA compute capability 9.0, f16/bf16, fw_code == Code::fp8_e4m3(),
 //   M, N, K multiples of 16, B 16-byte aligned, and bsz == K, or K a multiple of bsz >= 128 with
 //   N a multiple of 128 (with the picked bsz: K a power of two from 64 up, or a multiple of 4096).

@@ -1,7 +1,12 @@
-// Layers (row-major; y = x W^T + b with weight (out, in)), initializers and a plain SGD step.
+// Layers (row-major; y = x W^T + b with weight (out, in)), initializers and a plain SGD step:
+// nn::Linear, the simulated FP8 layers of bitsandbytes (LinearFP8Mixed, LinearFP8Global:
+// src/nn_linear_fp8_simulated.cpp) and the real FP8 tensor-core layer (LinearFP8:
+// src/nn_linear_fp8.cpp).
 #pragma once
+#include <memory>
 #include <vector>
 
+#include "octet/fp8_gemm.hpp"
 #include "octet/fp8_simulated.hpp"
 #include "octet/quant.hpp"
 #include "octet/tensor.hpp"
@@ -30,29 +35,44 @@ class Linear : public Module {
   Tensor bias;    // (out), requires grad; undefined without bias
 };
 
-// bitsandbytes' LinearFP8Mixed: forward through matmul_fp8_mixed(x, weight^T) (+ bias) with
-// bsz = pick(in), bsz2 = pick(out) (fp8_simulated.hpp; pick(0) = 64); E4M3/E5M2 code tables created
-// with the layer on its device. x must have the weight's dtype.
-class LinearFP8Mixed : public Linear {
+// What LinearFP8Mixed and LinearFP8Global share: a Linear (same initialization, weight, bias,
+// parameters()) whose forward is y = matmul_fp8_*(x, weight^T) + bias (fp8_simulated.hpp), with
+// bitsandbytes' block sizes bsz = pick(in), bsz2 = pick(out) (pick(0) = 64) and the E4M3 forward /
+// E5M2 backward code tables, created with the layer on its device. x must have the weight's
+// dtype. The two layers differ only in the matmul: mixed (blockwise) or global.
+class LinearFP8Simulated : public Linear {
+ public:
+  int64_t bsz = 0, bsz2 = 0;
+  Code fw_code, bw_code;
+
+ protected:
+  enum class Matmul { mixed, global };
+  LinearFP8Simulated(Matmul matmul, int64_t in_features, int64_t out_features, bool bias, Device device,
+                     DType dtype);
+  // The forward with the given product (Fp8Product::simulated for the global matmul).
+  Tensor forward_with(const Tensor& x, Fp8Product product);
+
+ private:
+  Matmul matmul_;
+};
+
+// bitsandbytes' LinearFP8Mixed: forward through matmul_fp8_mixed(x, weight^T, ..., bsz, bsz2).
+class LinearFP8Mixed : public LinearFP8Simulated {
  public:
   LinearFP8Mixed(int64_t in_features, int64_t out_features, bool bias = true, Device device = Device::cpu(),
                  DType dtype = DType::f32);
   Tensor forward(const Tensor& x) override;
-  int64_t bsz = 0, bsz2 = 0;
-  Code fw_code, bw_code;
   // Fp8Product::tensor_cores: the forward product on FP8 tensor cores where it applies (fp8_simulated.hpp).
   Fp8Product product = Fp8Product::simulated;
 };
 
 // bitsandbytes' LinearFP8Global (which is broken upstream; here it works): forward through
 // matmul_fp8_global. bsz/bsz2 are picked as in LinearFP8Mixed but unused (as upstream).
-class LinearFP8Global : public Linear {
+class LinearFP8Global : public LinearFP8Simulated {
  public:
   LinearFP8Global(int64_t in_features, int64_t out_features, bool bias = true, Device device = Device::cpu(),
                   DType dtype = DType::f32);
   Tensor forward(const Tensor& x) override;
-  int64_t bsz = 0, bsz2 = 0;
-  Code fw_code, bw_code;
 };
 
 // Initializers write in place without recording (as under NoGradGuard), drawing from the global
@@ -77,10 +97,6 @@ void sgd_step(const std::vector<Tensor>& parameters, double lr);
 }  // namespace octet::nn
 
 // ---- nn::LinearFP8 (src/nn_linear_fp8.cpp): the real FP8 tensor-core layer of fp8_gemm.hpp ----
-#include <memory>
-
-#include "octet/fp8_gemm.hpp"
-
 namespace octet::nn {
 
 // Below this many multiply-adds per GEMM (M * N * K) a LinearFP8 on CUDA runs as plain GEMMs in
