@@ -18,10 +18,10 @@
 namespace octet::kernels {
 
 enum class OptimKind : int32_t {
-  sgd,                // state1: f32 momentum buffer or null
-  adamw,              // state1, state2: m, v in the state dtype (f32 or bf16)
-  adamw8bit_f32,      // AdamW8bit's update with f32 states (tensors below min_8bit_size)
-  adamw8bit_blockwise // state1, state2: u8 codes; absmax1, absmax2: f32 per block of kOptimBlock
+  sgd,                 // state1: f32 momentum buffer or null
+  adamw,               // state1, state2: m, v in the state dtype (f32 or bf16)
+  adamw8bit_f32,       // AdamW8bit's update with f32 states (tensors below min_8bit_size)
+  adamw8bit_blockwise  // state1, state2: u8 codes; absmax1, absmax2: f32 per block of kOptimBlock
 };
 
 inline constexpr int kOptimSlots = 256;       // tensors per launch (24 KiB of kernel parameters)
@@ -35,9 +35,9 @@ struct OptimSlot {
   void* state2 = nullptr;
   float* absmax1 = nullptr;
   float* absmax2 = nullptr;
-  const float* gnorm_scale = nullptr;          // null: 1
+  const float* gnorm_scale = nullptr;           // null: 1
   optim_math::StepState* step_state = nullptr;  // advanced by one per step
-  const double* hyper = nullptr;               // optim_math::Hyper, kHyperCount values
+  const double* hyper = nullptr;                // optim_math::Hyper, kHyperCount values
   int64_t numel = 0;
   int32_t vector_ok = 0;  // every pointer aligned to 4 elements: 4-element vector accesses
   int32_t pad = 0;
@@ -48,10 +48,22 @@ struct OptimTables {
   quant_index::Tables v;  // unsigned dynamic table (second moment)
 };
 
+// The 8-bit states' index lookup on the device: the codes' compact tables (quant_index.cuh
+// Compact, built by quant's index LUT and checked there against closed_form), which give
+// closed_form's index with one shared-memory load; m.entries == 0: closed_form over `tables`.
+// The CPU reads `tables` only (closed_form).
+struct OptimIndex {
+  const OptimTables* tables = nullptr;
+  quant_index::Compact m, v;
+  const uint32_t* m_entries = nullptr;  // m_words words (a multiple of 4)
+  const uint32_t* v_entries = nullptr;
+  int32_t m_words = 0, v_words = 0;
+};
+
 // One step over `count` slots: param dtype f32/f16/bf16 (grads the same), state dtype f32 or bf16
-// (adamw only; f32 otherwise); tables: device OptimTables (adamw8bit_blockwise only).
+// (adamw only; f32 otherwise); index: on the device (adamw8bit_blockwise only).
 void optim_step(OptimKind kind, DType param_dtype, DType state_dtype, const OptimSlot* slots, int64_t count,
-                const OptimTables* tables, cudaStream_t s);
+                const OptimIndex& index, cudaStream_t s);
 
 // dst[0 .. kHyperCount) = values, enqueued on s (a one-thread kernel: no host memory involved, so
 // it may run while the caller's values change, and a capture keeps it as a kernel node).

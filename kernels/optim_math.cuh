@@ -26,13 +26,13 @@ enum Hyper : int { kLr, kWeightDecay, kBeta1, kBeta2, kEps, kMomentum, kDampenin
 
 // What one step of one parameter uses, computed from the hyperparameters and the step number t.
 struct StepScalars {
-  float decay;            // AdamW: 1 - lr wd (always applied); AdamW8bit: 1 - lr wd (applied when != 1)
+  float decay;  // AdamW: 1 - lr wd (always applied); AdamW8bit: 1 - lr wd (applied when != 1)
   float beta1, one_minus_beta1, beta2, one_minus_beta2;
-  float step_size;        // AdamW: lr / (1 - b1^t); AdamW8bit: -lr c2 / c1
-  float bias_scale;       // AdamW: 1 / sqrt(1 - b2^t)
-  float eps;              // AdamW: eps; AdamW8bit: c2 eps
+  float step_size;                                            // AdamW: lr / (1 - b1^t); AdamW8bit: -lr c2 / c1
+  float bias_scale;                                           // AdamW: 1 / sqrt(1 - b2^t)
+  float eps;                                                  // AdamW: eps; AdamW8bit: c2 eps
   float neg_lr, weight_decay, momentum, one_minus_dampening;  // SGD
-  int32_t nesterov, first_step;                              // SGD
+  int32_t nesterov, first_step;                               // SGD
 };
 
 // A parameter's step counter (the number of updates so far) and the scalars of its latest step:
@@ -180,8 +180,7 @@ OCTET_OPT_HD Adam adamw8bit_update(float p, float g, float m, float v, float gno
 struct Sgd {
   float p, buf;
 };
-OCTET_OPT_HD Sgd sgd_update(float p, float g, float buf, float gnorm_scale, bool has_momentum,
-                            const StepScalars& s) {
+OCTET_OPT_HD Sgd sgd_update(float p, float g, float buf, float gnorm_scale, bool has_momentum, const StepScalars& s) {
   float d = fmul(g, gnorm_scale);
   if (s.weight_decay != 0.0f) d = ffma(s.weight_decay, p, d);
   if (has_momentum) {

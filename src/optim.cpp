@@ -3,6 +3,8 @@
 // step() validates the gradients, runs percentile clipping per parameter when it is on, and hands
 // the parameters, grouped by update kind and dtype, to one launcher per group (CPU reference or
 // CUDA kernels, the same arithmetic).
+#include "src/cpu/optim.hpp"
+
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -12,7 +14,6 @@
 #include "octet/autograd.hpp"
 #include "octet/quant.hpp"
 #include "src/check.hpp"
-#include "src/cpu/optim.hpp"
 #include "src/cpu/quant.hpp"
 #include "src/optim_internal.hpp"
 #include "src/runtime_internal.hpp"
@@ -26,15 +27,18 @@ using kernels::OptimSlot;
 
 const char* class_name(Algorithm a) {
   switch (a) {
-    case Algorithm::sgd: return "optim::SGD";
-    case Algorithm::adamw: return "optim::AdamW";
-    case Algorithm::adamw8bit: return "optim::AdamW8bit";
+    case Algorithm::sgd:
+      return "optim::SGD";
+    case Algorithm::adamw:
+      return "optim::AdamW";
+    case Algorithm::adamw8bit:
+      return "optim::AdamW8bit";
   }
   return "optim";
 }
 
-void check_finite(std::string_view op, std::string arg, double v, double lo, bool lo_open, double hi,
-                  bool hi_open, std::string_view expected) {
+void check_finite(std::string_view op, std::string arg, double v, double lo, bool lo_open, double hi, bool hi_open,
+                  std::string_view expected) {
   const bool ok = std::isfinite(v) && (lo_open ? v > lo : v >= lo) && (hi_open ? v < hi : v <= hi);
   if (!ok) fail_arg(op, arg, expected, cat(v));
 }
@@ -50,9 +54,12 @@ bool vector_ok(const OptimSlot& s, size_t param_size, size_t state_size) {
 
 std::string algorithm_name(Algorithm a) {
   switch (a) {
-    case Algorithm::sgd: return "sgd";
-    case Algorithm::adamw: return "adamw";
-    case Algorithm::adamw8bit: return "adamw8bit";
+    case Algorithm::sgd:
+      return "sgd";
+    case Algorithm::adamw:
+      return "adamw";
+    case Algorithm::adamw8bit:
+      return "adamw8bit";
   }
   return "unknown";
 }
@@ -102,6 +109,35 @@ void Optimizer::Impl::write_hyper(size_t group) {
   kernels::write_hyper(t.data_ptr<double>(), v, detail::stream(device));
 }
 
+void Optimizer::Impl::build_index() {
+  const Code m = Code::dynamic(true), v = Code::dynamic(false);
+  kernels::OptimTables tables;
+  tables.m = cpu::index_tables(m.values().data());
+  tables.v = cpu::index_tables(v.values().data());
+  const cpu::IndexLut &lut_m = quant_internal::index_lut(m), &lut_v = quant_internal::index_lut(v);
+  std::vector<uint8_t> bytes(sizeof tables);
+  std::memcpy(bytes.data(), &tables, sizeof tables);
+  // The compact tables when both exist and fit the kernel's 48 KiB of shared memory with the tables.
+  const size_t words_m = lut_m.compact_entries.size(), words_v = lut_v.compact_entries.size();
+  const bool compact = lut_m.compact.entries > 0 && lut_v.compact.entries > 0 && words_m % 4 == 0 && words_v % 4 == 0 &&
+                       sizeof tables + 4 * (words_m + words_v) <= 48 * 1024;
+  if (compact) {
+    bytes.resize(sizeof tables + 4 * (words_m + words_v));
+    std::memcpy(bytes.data() + sizeof tables, lut_m.compact_entries.data(), 4 * words_m);
+    std::memcpy(bytes.data() + sizeof tables + 4 * words_m, lut_v.compact_entries.data(), 4 * words_v);
+  }
+  this->tables = Tensor::from_host(bytes.data(), bytes.size(), DType::u8, {int64_t(bytes.size())}, device);
+  const auto* base = static_cast<const uint8_t*>(this->tables.data());
+  index.tables = reinterpret_cast<const kernels::OptimTables*>(base);
+  if (!compact) return;  // m.entries == 0: closed_form
+  index.m = lut_m.compact;
+  index.v = lut_v.compact;
+  index.m_entries = reinterpret_cast<const uint32_t*>(base + sizeof tables);
+  index.v_entries = reinterpret_cast<const uint32_t*>(base + sizeof tables + 4 * words_m);
+  index.m_words = static_cast<int32_t>(words_m);
+  index.v_words = static_cast<int32_t>(words_v);
+}
+
 void Optimizer::Impl::ensure_momentum(size_t group) {
   if (algorithm != Algorithm::sgd || groups[group].h.momentum == 0.0) return;
   for (size_t i : groups[group].members)
@@ -110,7 +146,7 @@ void Optimizer::Impl::ensure_momentum(size_t group) {
 
 Optimizer::Optimizer(Algorithm algorithm, std::vector<ParamGroup> groups, const Options& options)
     : impl_(std::make_unique<Impl>()) {
-  Impl& I = *impl_;
+  Impl& I = impl();
   I.algorithm = algorithm;
   I.name = class_name(algorithm);
   const char* op = I.name.c_str();
@@ -156,12 +192,7 @@ Optimizer::Optimizer(Algorithm algorithm, std::vector<ParamGroup> groups, const 
   }
 
   const Device dev = I.device;
-  if (algorithm == Algorithm::adamw8bit) {
-    kernels::OptimTables tables;
-    tables.m = cpu::index_tables(Code::dynamic(true).values().data());
-    tables.v = cpu::index_tables(Code::dynamic(false).values().data());
-    I.tables = Tensor::from_host(&tables, sizeof tables, DType::u8, {int64_t(sizeof tables)}, dev);
-  }
+  if (algorithm == Algorithm::adamw8bit) I.build_index();
   for (ParamState& ps : I.params) {
     const Shape& shape = ps.param.shape();
     const int64_t n = ps.param.numel();
@@ -206,9 +237,14 @@ Optimizer::~Optimizer() = default;
 Optimizer::Optimizer(Optimizer&&) noexcept = default;
 Optimizer& Optimizer::operator=(Optimizer&&) noexcept = default;
 
-Algorithm Optimizer::algorithm() const { return impl_->algorithm; }
-Device Optimizer::device() const { return impl_->device; }
-size_t Optimizer::group_count() const { return impl_->groups.size(); }
+Optimizer::Impl& Optimizer::impl() const {
+  if (!impl_) fail("optim::Optimizer", "used after it was moved from");
+  return *impl_;
+}
+
+Algorithm Optimizer::algorithm() const { return impl().algorithm; }
+Device Optimizer::device() const { return impl().device; }
+size_t Optimizer::group_count() const { return impl().groups.size(); }
 
 static void check_group(const Optimizer::Impl& I, std::string_view fn, size_t group) {
   if (group >= I.groups.size())
@@ -216,17 +252,17 @@ static void check_group(const Optimizer::Impl& I, std::string_view fn, size_t gr
 }
 
 const std::vector<Tensor>& Optimizer::params(size_t group) const {
-  check_group(*impl_, "params", group);
-  return impl_->groups[group].params;
+  check_group(impl(), "params", group);
+  return impl().groups[group].params;
 }
 
 const Hyperparameters& Optimizer::hyperparameters(size_t group) const {
-  check_group(*impl_, "hyperparameters", group);
-  return impl_->groups[group].h;
+  check_group(impl(), "hyperparameters", group);
+  return impl().groups[group].h;
 }
 
 void Optimizer::set_hyperparameters(size_t group, const Hyperparameters& h) {
-  Impl& I = *impl_;
+  Impl& I = impl();
   check_group(I, "set_hyperparameters", group);
   I.validate(cat(I.name, "::set_hyperparameters"), "h", h);
   I.groups[group].h = h;
@@ -235,44 +271,46 @@ void Optimizer::set_hyperparameters(size_t group, const Hyperparameters& h) {
 }
 
 void Optimizer::set_lr(size_t group, double lr) {
-  check_group(*impl_, "set_lr", group);
-  Hyperparameters h = impl_->groups[group].h;
+  check_group(impl(), "set_lr", group);
+  Hyperparameters h = impl().groups[group].h;
   h.lr = lr;
-  check_finite(cat(impl_->name, "::set_lr"), "lr", lr, 0, false, INFINITY, true, "a finite learning rate >= 0");
+  check_finite(cat(impl().name, "::set_lr"), "lr", lr, 0, false, INFINITY, true, "a finite learning rate >= 0");
   set_hyperparameters(group, h);
 }
 
 void Optimizer::set_lr(double lr) {
-  check_finite(cat(impl_->name, "::set_lr"), "lr", lr, 0, false, INFINITY, true, "a finite learning rate >= 0");
-  for (size_t g = 0; g < impl_->groups.size(); ++g) set_lr(g, lr);
+  check_finite(cat(impl().name, "::set_lr"), "lr", lr, 0, false, INFINITY, true, "a finite learning rate >= 0");
+  for (size_t g = 0; g < impl().groups.size(); ++g) set_lr(g, lr);
 }
 
 Tensor Optimizer::hyperparameter_tensor(size_t group) const {
-  check_group(*impl_, "hyperparameter_tensor", group);
-  return impl_->groups[group].hyper;
+  check_group(impl(), "hyperparameter_tensor", group);
+  return impl().groups[group].hyper;
 }
 
 void Optimizer::zero_grad() {
-  for (ParamState& ps : impl_->params) ps.param.zero_grad();
+  for (ParamState& ps : impl().params) ps.param.zero_grad();
 }
 
 void Optimizer::step() {
-  Impl& I = *impl_;
-  const std::string op = cat(I.name, "::step");
+  Impl& I = impl();
+  const std::string op = I.name + "::step";
   std::vector<size_t> active;
   for (size_t i = 0; i < I.params.size(); ++i) {
     const Tensor& p = I.params[i].param;
     const Tensor g = p.grad();
     if (!g.defined()) continue;
-    const std::string arg = cat("params[", i, "].grad()");
-    check::dtype_is(op, arg, g, p.dtype());
-    check::shape_is(op, arg, g, p.shape());
-    check::device_is(op, arg, g, p.device());
+    if (g.dtype() != p.dtype() || g.device() != p.device() || g.shape() != p.shape()) {
+      const std::string arg = cat("params[", i, "].grad()");  // names built only for the error
+      check::dtype_is(op, arg, g, p.dtype());
+      check::shape_is(op, arg, g, p.shape());
+      check::device_is(op, arg, g, p.device());
+    }
     active.push_back(i);
   }
   if (active.empty()) return;
-  NoGradGuard no_grad;
-  for (size_t i : active) autograd::mark_inplace(op, cat("params[", i, "]"), I.params[i].param);
+  NoGradGuard no_grad;  // parameters require grad; in-place writes are not recorded
+  for (size_t i : active) autograd::mark_inplace(op, "params[i]", I.params[i].param);
 
   const Device dev = I.device;
   std::optional<detail::DeviceGuard> guard;
@@ -285,9 +323,10 @@ void Optimizer::step() {
         percentile_clipping(g, ps.clip, I.percentile);
         continue;
       }
-      const kernels::ClipStep a{ps.clip.gnorm_vec.data_ptr<float>(), 0, ps.clip.step.data_ptr<int64_t>(),
-                                I.percentile, ps.clip.result.gnorm.data_ptr<float>(),
-                                ps.clip.result.clip_value.data_ptr<float>(), ps.clip.result.scale.data_ptr<float>()};
+      const kernels::ClipStep a{ps.clip.gnorm_vec.data_ptr<float>(),    0,
+                                ps.clip.step.data_ptr<int64_t>(),       I.percentile,
+                                ps.clip.result.gnorm.data_ptr<float>(), ps.clip.result.clip_value.data_ptr<float>(),
+                                ps.clip.result.scale.data_ptr<float>()};
       kernels::percentile_clipping(g.dtype(), g.data(), g.numel(),
                                    ps.clip_partials.defined() ? ps.clip_partials.data_ptr<double>() : nullptr, a,
                                    detail::stream(dev));
@@ -317,16 +356,15 @@ void Optimizer::step() {
     s.vector_ok = vector_ok(s, dtype_size(ps.param.dtype()), state_size);
     batches[{static_cast<int>(kind), static_cast<int>(ps.param.dtype())}].push_back(s);
   }
-  const auto* tables = I.tables.defined() ? static_cast<const kernels::OptimTables*>(I.tables.data()) : nullptr;
   for (const auto& [key, slots] : batches) {
     const auto kind = static_cast<OptimKind>(std::get<0>(key));
     const auto dtype = static_cast<DType>(std::get<1>(key));
     const DType state_dtype = kind == OptimKind::adamw ? I.state_dtype : DType::f32;
     const auto count = static_cast<int64_t>(slots.size());
     if (dev.is_cpu())
-      cpu::optim_step(kind, dtype, state_dtype, slots.data(), count, tables);
+      cpu::optim_step(kind, dtype, state_dtype, slots.data(), count, I.index.tables);
     else
-      kernels::optim_step(kind, dtype, state_dtype, slots.data(), count, tables, detail::stream(dev));
+      kernels::optim_step(kind, dtype, state_dtype, slots.data(), count, I.index, detail::stream(dev));
   }
 }
 

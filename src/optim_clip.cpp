@@ -29,7 +29,8 @@ Tensor clip_grad_norm_(const std::vector<Tensor>& params, double max_norm) {
     if (!grads.empty()) check::device_is(op, arg + ".grad()", g, grads.front().device());
     grads.push_back(g);
   }
-  const Device dev = grads.empty() ? (params.empty() ? Device::cpu() : params.front().device()) : grads.front().device();
+  const Device dev =
+      grads.empty() ? (params.empty() ? Device::cpu() : params.front().device()) : grads.front().device();
   check::usable(op, dev);
   NoGradGuard no_grad;
   for (const Tensor& g : grads) {
@@ -54,7 +55,8 @@ Tensor clip_grad_norm_(const std::vector<Tensor>& params, double max_norm) {
       for (const auto& s : slots) offset += kernels::chunks_of(s.numel);
     }
     cpu::grad_norm_finish(part, chunks, limit, o);
-    for (const auto& [dtype, slots] : groups) cpu::grad_scale(dtype, slots.data(), static_cast<int64_t>(slots.size()), o + 1);
+    for (const auto& [dtype, slots] : groups)
+      cpu::grad_scale(dtype, slots.data(), static_cast<int64_t>(slots.size()), o + 1);
   } else {
     detail::DeviceGuard guard(dev);
     const cudaStream_t s = detail::stream(dev);

@@ -39,17 +39,19 @@ struct Optimizer::Impl {
   int64_t min_8bit_size = 4096;
   std::vector<GroupState> groups;
   std::vector<ParamState> params;
-  Tensor tables;  // u8 [sizeof(kernels::OptimTables)] on the device (AdamW8bit)
+  Tensor tables;              // u8 on the device (AdamW8bit): kernels::OptimTables, then the compact tables' entries
+  kernels::OptimIndex index;  // pointers into `tables`
 
   // Throws naming `op`/`arg` unless h is valid for the algorithm.
   void validate(std::string_view op, std::string_view arg, const Hyperparameters& h) const;
-  void write_hyper(size_t group);  // the group's device copy of h (enqueued; no wait)
+  void write_hyper(size_t group);      // the group's device copy of h (enqueued; no wait)
   void ensure_momentum(size_t group);  // SGD: momentum buffers for the group's parameters when momentum != 0
+  void build_index();                  // AdamW8bit: `tables` and `index` on the device
 };
 
 // Hyperparameters as a row of names and values (state_dict metadata, write_hyper).
-inline constexpr const char* kHyperNames[optim_math::kHyperCount] = {
-    "lr", "weight_decay", "beta1", "beta2", "eps", "momentum", "dampening", "nesterov"};
+inline constexpr const char* kHyperNames[optim_math::kHyperCount] = {"lr",  "weight_decay", "beta1",     "beta2",
+                                                                     "eps", "momentum",     "dampening", "nesterov"};
 kernels::HyperValues hyper_values(const Hyperparameters& h);
 Hyperparameters from_hyper_values(const kernels::HyperValues& v);
 

@@ -83,7 +83,7 @@ double parse_number(std::string_view op, const std::string& key, const std::stri
 }  // namespace
 
 size_t Optimizer::state_bytes() const {
-  const Impl& I = *impl_;
+  const Impl& I = impl();
   size_t bytes = I.tables.defined() ? I.tables.nbytes() : 0;
   for (const GroupState& g : I.groups) bytes += g.hyper.nbytes();
   for (const ParamState& ps : I.params) {
@@ -97,28 +97,29 @@ size_t Optimizer::state_bytes() const {
 }
 
 int64_t Optimizer::steps(size_t index) const {
-  const Impl& I = *impl_;
+  const Impl& I = impl();
   if (index >= I.params.size())
     fail_arg(cat(I.name, "::steps"), "index", cat("a parameter index below ", I.params.size()), cat(index));
   return I.params[index].step_state.to_vector<int64_t>()[0];
 }
 
 StateDict Optimizer::state_dict() const {
-  const Impl& I = *impl_;
+  const Impl& I = impl();
   StateDict out;
   out.metadata = layout(I);
   for (size_t g = 0; g < I.groups.size(); ++g) {
     const kernels::HyperValues v = hyper_values(I.groups[g].h);
-    for (int k = 0; k < optim_math::kHyperCount; ++k) out.metadata[cat("group.", g, ".", kHyperNames[k])] = number(v.v[k]);
+    for (int k = 0; k < optim_math::kHyperCount; ++k)
+      out.metadata[cat("group.", g, ".", kHyperNames[k])] = number(v.v[k]);
   }
   for (const auto& [name, t] : live_tensors(I)) out.tensors[name] = t.to(Device::cpu());
   for (size_t i = 0; i < I.params.size(); ++i)
-    out.tensors[prefix(i) + "step"] = Tensor::full({}, double(steps(i)), DType::i64);
+    out.tensors[prefix(i) + "step"] = Tensor::from_vector(std::vector<int64_t>{steps(i)}, Shape{});
   return out;
 }
 
 void Optimizer::load_state_dict(const StateDict& state) {
-  Impl& I = *impl_;
+  Impl& I = impl();
   const std::string op = cat(I.name, "::load_state_dict");
   // Layout and options: every key of this optimizer's layout must match exactly.
   for (const auto& [key, expected] : layout(I)) {

@@ -354,3 +354,17 @@ TEST_CASE("octet demo trains every kind of layer [cpu]") {
 }
 
 OCTET_CUDA_TEST("octet demo trains every kind of layer on the GPU") { check_demo("--device cuda"); }
+
+TEST_CASE("octet demo --optimizer trains with octet::optim and prints its memory [cpu]") {
+  for (const char* name : {"sgd", "adamw", "adamw8bit"}) {
+    CAPTURE(name);
+    const Run r = octet_run(cat("demo --steps 20 --seed 3 --device cpu --optimizer ", name));
+    REQUIRE_MESSAGE(r.code == 0, r.out);
+    CHECK(r.out.find("optimizer mem") != std::string::npos);
+    CHECK(r.out.find(" KiB") != std::string::npos);
+    CHECK(demo_eval_loss(r.out, "nn::Linear (f32)") < demo_eval_loss(r.out, "(initial weights)"));
+  }
+  const Run bad = octet_run("demo --optimizer rmsprop");
+  CHECK(bad.code == 2);
+  CHECK(bad.out.find("--optimizer expects sgd, adamw or adamw8bit, got 'rmsprop'") != std::string::npos);
+}

@@ -1,6 +1,7 @@
 // octet demo: trains the same small MLP (Linear -> gelu -> Linear) with each kind of linear layer
 // (nn::Linear f32, LinearFP8Mixed, LinearFP8Global, LinearFP8) on one synthetic regression task
-// and prints final losses, the gap to f32 and the time per step.
+// and prints final losses, the gap to f32, the time per step and the optimizer's memory
+// (--optimizer sgd|adamw|adamw8bit, octet::optim; state_bytes()).
 // Data (fixed by --seed): x ~ N(0, 1)^in, y = sin(x P) + 0.5 cos(x Q) with P, Q ~ N(0, 1/in);
 // training batches and a held-out set are made once, on the device, before any timing. Every
 // model starts from the same weights (the global random stream is re-seeded before each one).
@@ -18,9 +19,10 @@ namespace octet::cli {
 namespace {
 
 const char* kDemoUsage =
-    "usage: octet demo [--device cpu|cuda] [--steps N] [--seed S] [--lr LR]\n"
+    "usage: octet demo [--device cpu|cuda] [--steps N] [--seed S] [--lr LR] [--optimizer sgd|adamw|adamw8bit]\n"
     "  Trains Linear -> gelu -> Linear (64 -> 256 -> 8) with f32 and FP8 linear layers\n"
-    "  (default: the GPU when present, 400 steps, seed 0, lr 0.1).\n";
+    "  (default: the GPU when present, 400 steps, seed 0, SGD; lr 0.1 for SGD, 0.003 for AdamW\n"
+    "  and AdamW8bit) and prints the optimizer's memory next to the losses.\n";
 
 constexpr int64_t kIn = 64, kHidden = 256, kOut = 8, kBatch = 128, kBatches = 32, kEval = 1024;
 
@@ -72,17 +74,27 @@ LayerFactory factory() {
 
 struct Result {
   double start_loss = 0, train_loss = 0, eval_loss = 0, ms_per_step = 0;
+  size_t optimizer_bytes = 0;
 };
 
-Result train(const LayerFactory& make, const Data& d, uint64_t seed, int64_t steps, double lr, Device dev) {
+std::unique_ptr<optim::Optimizer> make_optimizer(const std::string& name, const std::vector<Tensor>& params, double lr) {
+  if (name == "adamw") return std::make_unique<optim::AdamW>(params, optim::AdamWOptions{lr});
+  if (name == "adamw8bit") return std::make_unique<optim::AdamW8bit>(params, optim::AdamW8bitOptions{lr});
+  return std::make_unique<optim::SGD>(params, optim::SGDOptions{lr});
+}
+
+Result train(const LayerFactory& make, const Data& d, uint64_t seed, int64_t steps, const std::string& optimizer,
+             double lr, Device dev) {
   manual_seed(seed + 1);  // the same initial weights for every kind of layer
   const auto l1 = make(kIn, kHidden, dev);
   const auto l2 = make(kHidden, kOut, dev);
   std::vector<Tensor> params = l1->parameters();
   for (const Tensor& t : l2->parameters()) params.push_back(t);
   auto loss_of = [&](const Tensor& x, const Tensor& y) { return mse_loss(l2->forward(gelu(l1->forward(x))), y); };
+  const std::unique_ptr<optim::Optimizer> opt = make_optimizer(optimizer, params, lr);
 
   Result r;
+  r.optimizer_bytes = opt->state_bytes();
   {
     NoGradGuard no_grad;
     r.start_loss = loss_of(d.x_eval, d.y_eval).item();
@@ -97,7 +109,7 @@ Result train(const LayerFactory& make, const Data& d, uint64_t seed, int64_t ste
     for (Tensor& p : params) p.zero_grad();
     last = loss_of(d.x[step % kBatches], d.y[step % kBatches]);
     backward(last);
-    nn::sgd_step(params, lr);
+    opt->step();
   }
   synchronize(dev);
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -109,12 +121,15 @@ Result train(const LayerFactory& make, const Data& d, uint64_t seed, int64_t ste
 }
 
 int run_demo(const Args& args) {
-  ArgParser p(args, {}, {"--device", "--steps", "--seed", "--lr"});
+  ArgParser p(args, {}, {"--device", "--steps", "--seed", "--lr", "--optimizer"});
   if (!p.positional().empty()) throw UsageError(cat("unexpected argument '", p.positional()[0], "'"));
   const Device dev = p.device();
   const int64_t steps = p.integer("--steps", 400, 1, 1000000);
   const uint64_t seed = static_cast<uint64_t>(p.integer("--seed", 0, 0, INT64_MAX));
-  double lr = 0.1;
+  const std::string optimizer = p.get("--optimizer", "sgd");
+  if (optimizer != "sgd" && optimizer != "adamw" && optimizer != "adamw8bit")
+    throw UsageError(cat("--optimizer expects sgd, adamw or adamw8bit, got '", optimizer, "'"));
+  double lr = optimizer == "sgd" ? 0.1 : 0.003;
   if (p.has("--lr")) {
     const std::string text = p.get("--lr");
     char* end = nullptr;
@@ -122,8 +137,9 @@ int run_demo(const Args& args) {
     if (end == text.c_str() || *end != '\0' || !(lr >= 0) || !std::isfinite(lr))
       throw UsageError(cat("--lr expects a finite number >= 0, got '", text, "'"));
   }
-  std::printf("octet demo: MLP %lld -> %lld -> %lld (gelu), %lld steps of batch %lld, SGD lr %g, seed %llu, on %s\n",
-              (long long)kIn, (long long)kHidden, (long long)kOut, (long long)steps, (long long)kBatch, lr,
+  const char* optimizer_name = optimizer == "sgd" ? "SGD" : optimizer == "adamw" ? "AdamW" : "AdamW8bit";
+  std::printf("octet demo: MLP %lld -> %lld -> %lld (gelu), %lld steps of batch %lld, %s lr %g, seed %llu, on %s\n",
+              (long long)kIn, (long long)kHidden, (long long)kOut, (long long)steps, (long long)kBatch, optimizer_name, lr,
               (unsigned long long)seed, dev.str().c_str());
   std::printf("task: y = sin(x P) + 0.5 cos(x Q), x ~ N(0, I); losses are mean squared error\n\n");
   const Data data = make_data(seed, dev);
@@ -137,16 +153,18 @@ int run_demo(const Args& args) {
          return l;
        }},
   };
-  std::printf("%-28s %12s %12s %12s %10s\n", "layer", "train loss", "eval loss", "gap to f32", "ms/step");
+  std::printf("%-28s %12s %12s %12s %10s %14s\n", "layer", "train loss", "eval loss", "gap to f32", "ms/step",
+              "optimizer mem");
   double base = NAN;
   for (const auto& [name, make] : kinds) {
-    const Result r = train(make, data, seed, steps, lr, dev);
+    const Result r = train(make, data, seed, steps, optimizer, lr, dev);
     if (std::isnan(base)) {
       base = r.eval_loss;
       std::printf("%-28s %12s %12.5f\n", "(initial weights)", "", r.start_loss);
     }
     const double gap = r.eval_loss - base;
-    std::printf("%-28s %12.5f %12.5f %+12.5f %10.3f\n", name, r.train_loss, r.eval_loss, gap, r.ms_per_step);
+    std::printf("%-28s %12.5f %12.5f %+12.5f %10.3f %10.1f KiB\n", name, r.train_loss, r.eval_loss, gap, r.ms_per_step,
+                double(r.optimizer_bytes) / 1024.0);
     std::fflush(stdout);
   }
   std::printf("\ngap to f32: eval loss minus the f32 model's (same data, same initial weights)\n");

@@ -8,18 +8,20 @@
 //   allocates. A parameter's gradient must have its dtype, shape and device; parameters without a
 //   gradient are skipped (their step counters do not advance); empty tensors are legal.
 // - step() updates every parameter with a gradient in place (Storage::version advances, as for
-//   any in-place op; gradients are left as they are, or scaled in place by nothing) and never
-//   waits for the device. On CUDA it runs on octet::current_stream: per group of up to 256
+//   any in-place op; gradients are only read, also with percentile clipping) and never waits for
+//   the device. On CUDA it runs on octet::current_stream: per group of up to 256
 //   tensors of one kind, one launch advances the step counters, one launch updates all elements
 //   (with percentile clipping: one or two more launches per parameter first). The step counters
 //   and hyperparameters live on the device, so a step captured in a CUDA graph replays correctly:
 //   change hyperparameters between replays with the setters (which enqueue a write of the device
 //   copy on the current stream), never inside a capture you replay.
-// - CPU and CUDA give the same bits (f32, f16 and bf16 parameters, all state kinds): both devices
-//   evaluate the same float operations in the same order (kernels/optim_math.cuh).
+// - CPU and CUDA give the same bits (f32, f16 and bf16 parameters, all state kinds) without
+//   percentile clipping: both devices evaluate the same float operations in the same order
+//   (kernels/optim_math.cuh). With it, each device's clipping scale is percentile_clipping's
+//   there, which agree to rounding (clip.hpp), so the parameters agree closely.
 // - Errors: octet::Error naming the function, the argument, what was expected and what was given
-//   (lr < 0 or non-finite, betas outside [0, 1), eps <= 0 or non-finite, weight decay,
-//   momentum or dampening non-finite or < 0, percentile outside [1, 100], parameters on different
+//   (lr < 0 or non-finite, betas outside [0, 1), eps <= 0 or non-finite, weight decay or
+//   momentum non-finite or < 0, dampening non-finite, percentile outside [1, 100], parameters on different
 //   devices or of an unsupported dtype, a gradient of another dtype, shape or device, a state file
 //   of another optimizer, parameter layout or format).
 #pragma once
@@ -76,7 +78,7 @@ class Optimizer {
  public:
   Optimizer(Algorithm algorithm, std::vector<ParamGroup> groups, const Options& options);
   virtual ~Optimizer();
-  Optimizer(Optimizer&&) noexcept;
+  Optimizer(Optimizer&&) noexcept;  // the moved-from optimizer may only be destroyed or assigned
   Optimizer& operator=(Optimizer&&) noexcept;
 
   void step();       // one update of every parameter that has a gradient
@@ -112,6 +114,7 @@ class Optimizer {
   struct Impl;
 
  private:
+  Impl& impl() const;  // throws for a moved-from optimizer
   std::unique_ptr<Impl> impl_;
 };
 
@@ -139,7 +142,8 @@ class AdamW : public Optimizer {
   AdamW(const std::vector<Tensor>& params, const AdamWOptions& options = {});
 };
 
-// bitsandbytes' AdamW8bit (blockwise 8-bit states, blocksize 256); Adam8bit: weight decay 0.
+// bitsandbytes' AdamW8bit (blockwise 8-bit states, blocksize 256); Adam8bit: the same with weight
+// decay 0 (options.weight_decay is ignored; a group's own weight_decay still applies).
 struct AdamW8bitOptions {
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 1e-2;
   int percentile_clipping = 100;

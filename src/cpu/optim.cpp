@@ -16,8 +16,14 @@ namespace qi = quant_index;
 using kernels::OptimKind;
 using kernels::OptimSlot;
 
-template <class T> float get(const void* base, int64_t i) { return load_f32(static_cast<const T*>(base)[i]); }
-template <class T> void put(void* base, int64_t i, float v) { static_cast<T*>(base)[i] = store<T>(v); }
+template <class T>
+float get(const void* base, int64_t i) {
+  return load_f32(static_cast<const T*>(base)[i]);
+}
+template <class T>
+void put(void* base, int64_t i, float v) {
+  static_cast<T*>(base)[i] = store<T>(v);
+}
 
 void advance(const OptimSlot& s, bool eightbit) {
   om::StepState& st = *s.step_state;

@@ -11,7 +11,7 @@
 namespace octet::cpu {
 
 void optim_step(kernels::OptimKind kind, DType param_dtype, DType state_dtype, const kernels::OptimSlot* slots,
-                int64_t count, const kernels::OptimTables* tables);
+                int64_t count, const kernels::OptimTables* tables);  // tables: host
 void grad_sumsq(DType grad_dtype, const kernels::OptimSlot* slots, int64_t count, double* partials);
 void grad_norm_finish(const double* partials, int64_t count, float max_norm, float* out);
 void grad_scale(DType grad_dtype, const kernels::OptimSlot* slots, int64_t count, const float* coef);
