@@ -144,7 +144,8 @@ Tensor wrap(std::string_view op, const DLTensor& dl, std::function<void(void*)> 
              cat("NULL with byte_offset ", dl.byte_offset, " for ", numel, " elements"));
   uintptr_t first = 0;
   if (__builtin_add_overflow(reinterpret_cast<uintptr_t>(dl.data), dl.byte_offset, &first))
-    fail_arg(op, "dl_tensor.byte_offset", "an offset within the address space", cat(dl.byte_offset, " after ", dl.data));
+    fail_arg(op, "dl_tensor.byte_offset", "an offset within the address space",
+             cat(dl.byte_offset, " after ", dl.data));
   return detail::wrap_memory(op, reinterpret_cast<void*>(first), shape, dtype, device, std::move(release));
 }
 
@@ -163,8 +164,8 @@ void release_export(Managed* self) {
 }
 
 template <class Managed>
-Managed* export_tensor(const Tensor& t) {
-  check::defined("to_dlpack", "t", t);
+Managed* export_tensor(std::string_view op, const Tensor& t) {
+  check::defined(op, "t", t);
   auto owner = std::make_unique<Export<Managed>>();
   owner->tensor = t.detach();
   owner->shape = t.shape();
@@ -185,17 +186,19 @@ Managed* export_tensor(const Tensor& t) {
 }  // namespace
 
 DLManagedTensorVersioned* to_dlpack(const Tensor& t) {
-  DLManagedTensorVersioned* managed = export_tensor<DLManagedTensorVersioned>(t);
+  DLManagedTensorVersioned* managed = export_tensor<DLManagedTensorVersioned>("to_dlpack", t);
   managed->version = {1, 1};
   managed->flags = is_read_only(t) ? DLPACK_FLAG_BITMASK_READ_ONLY : 0;
   return managed;
 }
 
 DLManagedTensor* to_dlpack_legacy(const Tensor& t) {
+  check::defined("to_dlpack_legacy", "t", t);
   if (is_read_only(t))
-    fail_arg("to_dlpack_legacy", "t", "a writable tensor (the legacy DLManagedTensor has no read-only flag; use to_dlpack)",
+    fail_arg("to_dlpack_legacy", "t",
+             "a writable tensor (the legacy DLManagedTensor has no read-only flag; use to_dlpack)",
              cat(t.str(), " imported read-only"));
-  return export_tensor<DLManagedTensor>(t);
+  return export_tensor<DLManagedTensor>("to_dlpack_legacy", t);
 }
 
 Tensor from_dlpack(DLManagedTensorVersioned* managed) {

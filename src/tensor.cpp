@@ -356,7 +356,8 @@ Tensor Tensor::reshape(const Shape& new_shape) const {
 
 Tensor Tensor::narrow(int64_t d, int64_t start, int64_t length) const {
   constexpr const char* op = "Tensor::narrow";
-  check::dim_in(op, "self", *this, 1, INT64_MAX);
+  check::defined(op, "self", *this);
+  if (dim() == 0) fail_arg(op, "self", "a tensor with at least 1 dimension", str());
   if (d != 0 && d != -dim())
     fail_arg(op, "dim", cat("0 or ", -dim(), " (a view along another dimension would not be contiguous)"), cat(d));
   const int64_t rows = shape()[0];

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 
 #include "tests/helpers.hpp"
 
@@ -14,13 +15,23 @@ using namespace octet;
 
 namespace {
 
-// Memory a caller owns: 64-byte aligned host memory, or cudaMalloc on a GPU.
+// Memory a caller owns: 64-byte aligned host memory, or cudaMalloc on the device's GPU. put and
+// get use cudaMemcpy on the legacy default stream, which octet's non-blocking streams do not wait
+// for: put waits for its copy, get for octet's work, as a caller must.
 struct CallerMemory {
   void* ptr = nullptr;
   Device device;
   CallerMemory(size_t bytes, Device d) : device(d) {
-    if (d.is_cpu()) ptr = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
-    else REQUIRE(cudaMalloc(&ptr, bytes) == cudaSuccess);
+    if (d.is_cpu()) {
+      ptr = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+      return;
+    }
+    int current = 0;
+    REQUIRE(cudaGetDevice(&current) == cudaSuccess);
+    REQUIRE(cudaSetDevice(d.index) == cudaSuccess);
+    const cudaError_t e = cudaMalloc(&ptr, bytes);
+    REQUIRE(cudaSetDevice(current) == cudaSuccess);
+    REQUIRE(e == cudaSuccess);
   }
   ~CallerMemory() {
     if (device.is_cpu()) std::free(ptr);
@@ -31,8 +42,8 @@ struct CallerMemory {
   template <class T> void put(const std::vector<T>& values) {
     if (device.is_cpu()) std::memcpy(ptr, values.data(), values.size() * sizeof(T));
     else REQUIRE(cudaMemcpy(ptr, values.data(), values.size() * sizeof(T), cudaMemcpyHostToDevice) == cudaSuccess);
+    if (device.is_cuda()) REQUIRE(cudaDeviceSynchronize() == cudaSuccess);  // the DMA may still run otherwise
   }
-  // Waits for octet's work on the device first, as a caller reading its buffer must.
   template <class T> std::vector<T> get(size_t count) {
     std::vector<T> out(count);
     synchronize(device);
@@ -223,14 +234,14 @@ TEST_CASE("narrow and reshape are views: shared storage, errors") {
                        "Tensor::narrow: argument 'dim': expected 0 or -2 (a view along another dimension would not be "
                        "contiguous), got 1",
                        Error);
-  CHECK_THROWS_WITH_AS(base.narrow(0, 5, 0), "Tensor::narrow: argument 'start': expected a start in [-4, 4], got 5", Error);
+  CHECK_THROWS_WITH_AS(base.narrow(0, 5, 0), "Tensor::narrow: argument 'start': expected a start in [-4, 4], got 5",
+                       Error);
   CHECK_THROWS_WITH_AS(base.narrow(0, 3, 2),
                        "Tensor::narrow: argument 'length': expected a length in [0, 1] (size 4 from start 3), got 2",
                        Error);
   CHECK_THROWS_WITH_AS(base.narrow(0, 0, -1), doctest::Contains("argument 'length'"), Error);
   CHECK_THROWS_WITH_AS(Tensor::full({}, 1.0).narrow(0, 0, 1),
-                       "Tensor::narrow: argument 'self': expected 1 to 9223372036854775807 dimensions, got 0 "
-                       "dimensions, shape ()",
+                       "Tensor::narrow: argument 'self': expected a tensor with at least 1 dimension, got f32() on cpu",
                        Error);
   CHECK_THROWS_WITH_AS(Tensor().narrow(0, 0, 1), doctest::Contains("expected a defined tensor"), Error);
 }
@@ -255,8 +266,9 @@ TEST_CASE("tensor and runtime errors: from_blob and StreamGuard on devices this 
   Counted counted;
   for (int index : {n, -1}) {
     CAPTURE(index);
-    const std::string given = n == 0 ? ": no CUDA device is available on this machine (cuda_device_count() == 0)"
-                                     : cat(": argument 'device': expected cuda:0 .. cuda:", n - 1, ", got cuda:", index);
+    const std::string given =
+        n == 0 ? ": no CUDA device is available on this machine (cuda_device_count() == 0)"
+               : cat(": argument 'device': expected cuda:0 .. cuda:", n - 1, ", got cuda:", index);
     CHECK_THROWS_WITH_AS(Tensor::from_blob(host, {4}, DType::f32, Device::cuda(index), counted.deleter(host)),
                          ("Tensor::from_blob" + given).c_str(), Error);
     CHECK_THROWS_WITH_AS(StreamGuard(Device::cuda(index), nullptr), ("StreamGuard" + given).c_str(), Error);
@@ -364,7 +376,8 @@ void imports_foreign(Device d) {
 OCTET_TEST_BOTH("DLPack versioned round trip keeps the data pointer and releases the export",
                 round_trip<DLManagedTensorVersioned>)
 OCTET_TEST_BOTH("DLPack legacy round trip keeps the data pointer and releases the export", round_trip<DLManagedTensor>)
-OCTET_TEST_BOTH("DLPack versioned import of a foreign tensor: byte_offset, deleter once", imports_foreign<DLManagedTensorVersioned>)
+OCTET_TEST_BOTH("DLPack versioned import of a foreign tensor: byte_offset, deleter once",
+                imports_foreign<DLManagedTensorVersioned>)
 OCTET_TEST_BOTH("DLPack legacy import of a foreign tensor: byte_offset, deleter once", imports_foreign<DLManagedTensor>)
 
 TEST_CASE("DLPack element types: every octet dtype both ways, float8 codes of DLPack 1.1") {
@@ -383,6 +396,10 @@ TEST_CASE("DLPack element types: every octet dtype both ways, float8 codes of DL
     CHECK(managed->dl_tensor.dtype.bits == c.bits);
     CHECK(from_dlpack(managed).dtype() == c.dtype);
   }
+  const char* undefined = ": argument 't': expected a defined tensor, got an undefined (default-constructed) tensor";
+  CHECK_THROWS_WITH_AS(to_dlpack(Tensor()), (std::string("to_dlpack") + undefined).c_str(), Error);
+  CHECK_THROWS_WITH_AS(to_dlpack_legacy(Tensor()), (std::string("to_dlpack_legacy") + undefined).c_str(), Error);
+  CHECK_THROWS_WITH_AS(is_read_only(Tensor()), (std::string("is_read_only") + undefined).c_str(), Error);
   CHECK(kDLFloat8_e4m3fn == 10);
   CHECK(kDLFloat8_e5m2 == 12);
 }
@@ -390,12 +407,15 @@ TEST_CASE("DLPack element types: every octet dtype both ways, float8 codes of DL
 TEST_CASE("DLPack import refuses what octet cannot take without a copy, naming what was given") {
   alignas(64) float host[16] = {};
   using P = Produced<DLManagedTensorVersioned>;
+  const std::map<uint8_t, const char*> code_names{
+      {kDLFloat8_e4m3, "float8_e4m3"}, {kDLFloat8_e4m3fnuz, "float8_e4m3fnuz"}, {kDLBool, "bool"}, {kDLFloat, "float"}};
   auto refused = [](P& p, const char* message) {
     CHECK_THROWS_WITH_AS(from_dlpack(&p.managed), message, Error);
     CHECK(p.deleted == 0);  // ownership stays with the caller
   };
   CHECK_THROWS_WITH_AS(from_dlpack(static_cast<DLManagedTensorVersioned*>(nullptr)),
-                       "from_dlpack: argument 'managed': expected a DLManagedTensorVersioned, got a null pointer", Error);
+                       "from_dlpack: argument 'managed': expected a DLManagedTensorVersioned, got a null pointer",
+                       Error);
   CHECK_THROWS_WITH_AS(from_dlpack(static_cast<DLManagedTensor*>(nullptr)),
                        "from_dlpack: argument 'managed': expected a DLManagedTensor, got a null pointer", Error);
   {
@@ -430,14 +450,10 @@ TEST_CASE("DLPack import refuses what octet cannot take without a copy, naming w
     refused(p, "from_dlpack: argument 'dl_tensor.dtype': expected float 16/32/64, bfloat 16, uint 8, int 32/64, "
                "float8_e4m3fn or float8_e5m2 bits, 1 lane, got code 2 (float), 32 bits, 4 lanes");
   }
-  for (uint8_t code : {uint8_t{kDLFloat8_e4m3}, uint8_t{kDLFloat8_e4m3fnuz}, uint8_t{kDLBool}}) {
+  for (uint8_t code : {uint8_t{kDLFloat8_e4m3}, uint8_t{kDLFloat8_e4m3fnuz}, uint8_t{kDLBool}, uint8_t{kDLFloat}}) {
     P p(host, {2}, DLDataType{code, 8, 1}, kHost);
-    const std::string given = cat("got code ", int(code), " (");
+    const std::string given = cat("got code ", int(code), " (", code_names.at(code), "), 8 bits, 1 lane");
     CHECK_THROWS_WITH_AS(from_dlpack(&p.managed), doctest::Contains(given.c_str()), Error);
-  }
-  {
-    P p(host, {2}, DLDataType{kDLFloat8_e4m3, 8, 1}, kHost);
-    CHECK_THROWS_WITH_AS(from_dlpack(&p.managed), doctest::Contains("got code 8 (float8_e4m3), 8 bits, 1 lane"), Error);
   }
   {
     P p(host, {2}, kF32, DLDevice{kDLROCM, 0});
@@ -455,7 +471,8 @@ TEST_CASE("DLPack import refuses what octet cannot take without a copy, naming w
   }
   {
     P p(nullptr, {2}, kF32, kHost);
-    refused(p, "from_dlpack: argument 'data': expected a pointer to 2 elements of f32 for shape (2,), got a null pointer");
+    refused(p, "from_dlpack: argument 'data': expected a pointer to 2 elements of f32 for shape (2,), got a null "
+               "pointer");
   }
   if (!cuda_available()) {
     P p(host, {2}, kF32, DLDevice{kDLCUDA, 0});
@@ -508,7 +525,8 @@ TEST_CASE("DLPack read-only imports: in-place writes refused, the flag kept on r
   history.managed.flags = DLPACK_FLAG_BITMASK_READ_ONLY;
   Tensor read_only_history = from_dlpack(&history.managed);
   CHECK_THROWS_WITH_AS(percentile_clipping(t, read_only_history, 1),
-                       doctest::Contains("percentile_clipping: argument 'gnorm_vec': expected a writable tensor"), Error);
+                       doctest::Contains("percentile_clipping: argument 'gnorm_vec': expected a writable tensor"),
+                       Error);
   CHECK(history_memory == std::vector<float>(100, 0.0f));
   CHECK(std::vector<float>(host, host + 4) == std::vector<float>{1, 2, 3, 4});
   t = Tensor();

@@ -3,6 +3,10 @@
 // global quantize and dequantize, and the fused fake-quantize the FP8 matmuls use. Bandwidth
 // counts the bytes an op must move (input read once + outputs written), next to the copy
 // ceiling of the same run; targets and bitsandbytes 0.49.2's numbers (same GPU) in target/note.
+// quantize_blockwise also runs on memory the caller owns (Tensor::from_blob over cudaMalloc): the
+// op reads it where it lies, so the row should match the octet-owned one.
+#include <cuda_runtime_api.h>
+
 #include <functional>
 #include <string>
 
@@ -37,6 +41,16 @@ void bench_quant(Context& ctx) {
   blockwise(DType::f32, 4096, ">= 2500 GB/s", "bitsandbytes 0.49.2: 730 GB/s");
   blockwise(DType::f32, 64, ">= 2300 GB/s", "bitsandbytes 0.49.2: 441 GB/s");
   blockwise(DType::f16, 4096, ">= 2400 GB/s", "bitsandbytes 0.49.2: 458 GB/s");
+  {
+    void* caller_memory = nullptr;
+    if (cudaMalloc(&caller_memory, kN * sizeof(float)) != cudaSuccess)
+      throw Error(cat("bench quant: cudaMalloc of ", kN * sizeof(float), " bytes failed"));
+    Tensor wrapped = Tensor::from_blob(caller_memory, {kN}, DType::f32, ctx.device, [](void* p) { cudaFree(p); });
+    wrapped.copy_(randn({kN}, DType::f32, ctx.device));
+    const double bytes = double(wrapped.nbytes()) + double(kN) + 4.0 * double(kN / 4096);
+    measure(ctx, "quantize_blockwise", "f32 n=64M blocksize=4096, from_blob over the caller's cudaMalloc", bytes,
+            [&] { (void)quantize_blockwise(wrapped, code, 4096); }, "", "no copy: as the octet-owned f32 row");
+  }
 
   const Tensor A = randn({kN}, DType::f32, ctx.device);
   const Quantized qb = quantize_blockwise(A, code, 4096);

@@ -95,14 +95,14 @@ class Tensor {
   // octet reference goes (views and DLPack exports included); without one the caller keeps the
   // memory alive for as long as octet may use it. On the CPU ops have finished when they return;
   // on CUDA work may still be queued on current_stream(device) when the deleter runs, so a
-  // deleter frees stream-ordered (cudaFreeAsync on that stream) or after a wait (cudaFree waits
-  // for the device). Checks, each an octet::Error: data null while the shape has elements; the
-  // byte size past 2^63 - 1 or past the end of the address space; data not a multiple of the
-  // dtype's size; on a machine with a GPU, what CUDA says data is (cudaPointerGetAttributes) not
-  // matching `device`: Device::cpu() takes plain, pinned or registered host memory and managed
-  // memory, cuda:N takes device memory of cuda:N and managed memory. A CUDA device that does not
-  // exist here is an error. When a check fails the deleter does not run: the memory stays the
-  // caller's.
+  // deleter frees after that work (cudaFree waits for the device; memory from cudaMallocAsync may
+  // go back with cudaFreeAsync on that stream; an event recorded there tells a pool when).
+  // Checks, each an octet::Error: data null while the shape has elements; the byte size past
+  // 2^63 - 1 or past the end of the address space; data not a multiple of the dtype's size; on a
+  // machine with a GPU, what CUDA says data is (cudaPointerGetAttributes) not matching `device`:
+  // Device::cpu() takes plain, pinned or registered host memory and managed memory, cuda:N takes
+  // device memory of cuda:N and managed memory. A CUDA device that does not exist here is an
+  // error. When a check fails the deleter does not run: the memory stays the caller's.
   static Tensor from_blob(void* data, const Shape& shape, DType dtype, Device device,
                           std::function<void(void*)> deleter = nullptr);
 
