@@ -108,7 +108,9 @@ Shape strides_of(const Shape& shape) {
   int64_t stride = 1;
   for (size_t i = shape.size(); i-- > 0;) {
     strides[i] = stride;
-    stride *= shape[i];
+    // Only an empty tensor's sizes can multiply past 2^63 (found by tools/fuzz-dlpack); its strides
+    // mean nothing, so the overflowing ones become 0.
+    if (__builtin_mul_overflow(stride, shape[i], &stride)) stride = 0;
   }
   return strides;
 }
@@ -136,6 +138,10 @@ Tensor wrap(std::string_view op, const DLTensor& dl, std::function<void(void*)> 
   if (dl.byte_offset % element != 0)
     fail_arg(op, "dl_tensor.byte_offset", cat("a multiple of ", element, " (the size of ", dtype_name(dtype), ")"),
              cat(dl.byte_offset));
+  // A null data pointer plus an offset is a small number, not memory (found by tools/fuzz-dlpack).
+  if (!dl.data && dl.byte_offset != 0 && numel > 0)
+    fail_arg(op, "dl_tensor.data", "a pointer to the elements",
+             cat("NULL with byte_offset ", dl.byte_offset, " for ", numel, " elements"));
   uintptr_t first = 0;
   if (__builtin_add_overflow(reinterpret_cast<uintptr_t>(dl.data), dl.byte_offset, &first))
     fail_arg(op, "dl_tensor.byte_offset", "an offset within the address space",

@@ -4,10 +4,20 @@
 // entry's dtype, rank, element count, byte count and range, rejects overlaps, and reads each
 // tensor with one bounded read into a buffer sized from the checked shape. Names in messages
 // are escaped and cut to 120 characters (a hostile name can be 100 MB of control bytes).
+// The writers are atomic and durable: bytes go to a temporary of a name no other writer uses
+// (<path>.<pid>-<n>.tmp), which is flushed (fsync), renamed onto the path, and the folder is
+// flushed too; any failure (disk full, file-size limit, I/O error) throws an Error with the
+// system's reason and removes the temporary, leaving a file already at the path as it was.
 #include "octet/io.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <unordered_set>
@@ -214,26 +224,78 @@ std::string header_bytes(const char* op, const json& j) {
   return header;
 }
 
-void write_header(std::ofstream& f, const std::string& header) {
-  unsigned char len_bytes[8];
-  for (int i = 0; i < 8; ++i) len_bytes[i] = static_cast<unsigned char>(uint64_t(header.size()) >> (8 * i));
-  f.write(reinterpret_cast<const char*>(len_bytes), 8);
-  f.write(header.data(), static_cast<std::streamsize>(header.size()));
+// The system's reason for the last failed call, e.g. "No space left on device (errno 28)".
+std::string reason() { return cat(std::strerror(errno), " (errno ", errno, ")"); }
+
+// A temporary name next to `path` that no other writer (thread or process) uses at the same time.
+std::string temporary_for(const std::string& path, const char* suffix) {
+  static std::atomic<uint64_t> counter{0};
+  return cat(path, ".", ::getpid(), "-", counter.fetch_add(1), suffix);
 }
 
-void write_bytes(std::ofstream& f, const Tensor& t) {
-  const Tensor host = t.to(Device::cpu());
-  f.write(static_cast<const char*>(host.data()), static_cast<std::streamsize>(host.nbytes()));
+// Writes a file atomically: bytes go to a fresh temporary; commit() flushes it to the disk,
+// renames it onto the path and flushes the folder. Destroyed without commit() (or after a failed
+// write), it removes the temporary and the path keeps what it had.
+class AtomicFile {
+ public:
+  AtomicFile(const char* op, std::string path) : op_(op), path_(std::move(path)), tmp_(temporary_for(path_, ".tmp")) {
+    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd_ < 0) fail(op_, cat("cannot create '", tmp_, "' to write '", path_, "': ", reason()));
+  }
+  ~AtomicFile() {
+    if (fd_ >= 0) ::close(fd_);
+    if (!committed_) ::unlink(tmp_.c_str());
+  }
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+
+  void write(const void* data, size_t bytes) {
+    const char* p = static_cast<const char*>(data);
+    while (bytes > 0) {
+      const ssize_t n = ::write(fd_, p, std::min<size_t>(bytes, size_t(1) << 30));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) fail(op_, cat("cannot write '", path_, "' (", written_ + bytes, " bytes still to write after ",
+                                written_, "): ", n < 0 ? reason() : std::string("the write wrote nothing")));
+      p += n;
+      bytes -= static_cast<size_t>(n);
+      written_ += static_cast<uint64_t>(n);
+    }
+  }
+  void commit() {
+    if (::fsync(fd_) != 0) fail(op_, cat("cannot flush '", tmp_, "' to the disk: ", reason()));
+    const int fd = fd_;
+    fd_ = -1;
+    if (::close(fd) != 0) fail(op_, cat("cannot close '", tmp_, "': ", reason()));
+    if (::rename(tmp_.c_str(), path_.c_str()) != 0)
+      fail(op_, cat("cannot rename '", tmp_, "' to '", path_, "': ", reason()));
+    committed_ = true;
+    // The rename is durable once the folder's entry is on the disk; a folder that cannot be
+    // opened or flushed (some file systems) leaves the new file in place all the same.
+    const std::filesystem::path parent = std::filesystem::path(path_).parent_path();
+    const int dir = ::open(parent.empty() ? "." : parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir >= 0) {
+      (void)::fsync(dir);
+      ::close(dir);
+    }
+  }
+
+ private:
+  const char* op_;
+  std::string path_, tmp_;
+  int fd_ = -1;
+  uint64_t written_ = 0;
+  bool committed_ = false;
+};
+
+void write_header(AtomicFile& f, const std::string& header) {
+  unsigned char len_bytes[8];
+  for (int i = 0; i < 8; ++i) len_bytes[i] = static_cast<unsigned char>(uint64_t(header.size()) >> (8 * i));
+  f.write(len_bytes, 8);
+  f.write(header.data(), header.size());
 }
 
 json entry_json(DType dtype, const Shape& shape, uint64_t begin, uint64_t end) {
   return {{"dtype", safetensors_dtype_name(dtype)}, {"shape", shape}, {"data_offsets", {begin, end}}};
-}
-
-void rename_onto(const char* op, const std::string& tmp, const std::string& path) {
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) fail(op, cat("cannot rename '", tmp, "' to '", path, "': ", ec.message()));
 }
 
 void remove_quietly(const std::string& p) {
@@ -292,31 +354,25 @@ void save_safetensors(const std::string& path, const TensorMap& tensors, const M
   }
   if (!metadata.empty()) j["__metadata__"] = metadata;
   const std::string header = header_bytes(op, j);
-  const std::string tmp = path + ".tmp";
-  try {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) fail(op, cat("cannot create '", tmp, "'"));
-    write_header(f, header);
-    for (const auto& [name, t] : tensors) write_bytes(f, t);
-    f.close();
-    if (!f) fail(op, cat("write error on '", tmp, "'"));
-    rename_onto(op, tmp, path);
-  } catch (...) {
-    remove_quietly(tmp);
-    throw;
+  AtomicFile f(op, path);
+  write_header(f, header);
+  for (const auto& [name, t] : tensors) {
+    const Tensor host = t.to(Device::cpu());
+    f.write(host.data(), host.nbytes());
   }
+  f.commit();
 }
 
-SafetensorsWriter::SafetensorsWriter(std::string path) : path_(std::move(path)) {
-  data_.open(path_ + ".data.tmp", std::ios::binary | std::ios::trunc);
-  if (!data_) fail("SafetensorsWriter", cat("cannot create '", path_, ".data.tmp'"));
+SafetensorsWriter::SafetensorsWriter(std::string path)
+    : path_(std::move(path)), data_path_(temporary_for(path_, ".data.tmp")) {
+  data_.open(data_path_, std::ios::binary | std::ios::trunc);
+  if (!data_) fail("SafetensorsWriter", cat("cannot create '", data_path_, "' to write '", path_, "': ", reason()));
 }
 
 SafetensorsWriter::~SafetensorsWriter() {
   if (closed_) return;
   data_.close();
-  remove_quietly(path_ + ".data.tmp");
-  remove_quietly(path_ + ".tmp");
+  remove_quietly(data_path_);
 }
 
 void SafetensorsWriter::add(const std::string& name, const Tensor& t) {
@@ -325,8 +381,13 @@ void SafetensorsWriter::add(const std::string& name, const Tensor& t) {
   check_name(op, name);
   if (!t.defined()) fail_arg(op, name, "a defined tensor", "an undefined tensor");
   if (!names_.insert(name).second) fail_arg(op, "name", "a name not added before", shown(name));
-  write_bytes(data_, t);
-  if (!data_) fail(op, cat("write error on '", path_, ".data.tmp'"));
+  const Tensor host = t.to(Device::cpu());
+  errno = 0;
+  data_.write(static_cast<const char*>(host.data()), static_cast<std::streamsize>(host.nbytes()));
+  if (!data_.flush()) {
+    names_.erase(name);
+    fail(op, cat("cannot write tensor ", shown(name), " to '", data_path_, "': ", reason()));
+  }
   entries_.push_back({name, t.dtype(), t.shape(), offset_, offset_ + t.nbytes()});
   offset_ += t.nbytes();
 }
@@ -340,24 +401,23 @@ void SafetensorsWriter::close() {
   for (const auto& e : entries_) j[e.name] = entry_json(e.dtype, e.shape, e.begin, e.end);
   if (!metadata_.empty()) j["__metadata__"] = metadata_;
   const std::string header = header_bytes(op, j);
+  errno = 0;
   data_.close();
-  if (!data_) fail(op, cat("write error on '", path_, ".data.tmp'"));
-  {
-    std::ifstream in(path_ + ".data.tmp", std::ios::binary);
-    std::ofstream out(path_ + ".tmp", std::ios::binary | std::ios::trunc);
-    if (!in || !out) fail(op, cat("cannot reopen the temporary files of '", path_, "'"));
-    write_header(out, header);
-    std::vector<char> buf(size_t(8) << 20);
-    uint64_t copied = 0;
-    while (in.read(buf.data(), static_cast<std::streamsize>(buf.size())) || in.gcount() > 0) {
-      out.write(buf.data(), in.gcount());
-      copied += static_cast<uint64_t>(in.gcount());
-    }
-    out.close();
-    if (!out || copied != offset_) fail(op, cat("write error on '", path_, ".tmp'"));
+  if (!data_) fail(op, cat("cannot write '", data_path_, "': ", reason()));
+  std::ifstream in(data_path_, std::ios::binary);
+  if (!in) fail(op, cat("cannot reopen '", data_path_, "': ", reason()));
+  AtomicFile out(op, path_);
+  write_header(out, header);
+  std::vector<char> buf(size_t(8) << 20);
+  uint64_t copied = 0;
+  while (in.read(buf.data(), static_cast<std::streamsize>(buf.size())) || in.gcount() > 0) {
+    out.write(buf.data(), static_cast<size_t>(in.gcount()));
+    copied += static_cast<uint64_t>(in.gcount());
   }
-  rename_onto(op, path_ + ".tmp", path_);
-  remove_quietly(path_ + ".data.tmp");
+  if (copied != offset_) fail(op, cat("'", data_path_, "' holds ", copied, " bytes, ", offset_, " were written"));
+  out.commit();
+  in.close();
+  remove_quietly(data_path_);
   closed_ = true;
 }
 

@@ -101,6 +101,8 @@ Tensor Code::table(Device device) const {
   if (const Tensor* t = find(impl_->tables_on, device)) return *t;
   detail::refuse_in_capture("Code", device, kFirstUploadInCapture);
   Tensor t = Tensor::from_vector(impl_->values, Shape{256}, device);
+  // The cached copy is read from every thread's stream: wait once for the upload on this one.
+  synchronize(device);
   impl_->tables_on.emplace_back(device, t);
   return t;
 }
@@ -130,6 +132,7 @@ struct CodeAccess {
       std::memcpy(image.data() + sizeof im.tables, lut.entries.data(), lut_end - sizeof im.tables);
       std::memcpy(image.data() + lut_end, lut.compact_entries.data(), bytes - lut_end);
       im.index_on.emplace_back(device, Tensor::from_vector(image, device));
+      synchronize(device);  // read from every thread's stream: wait once for the upload on this one
       t = &im.index_on.back().second;
     }
     return {t->data(), static_cast<int32_t>(bytes), lut.shape, lut.compact, static_cast<int32_t>(lut_end)};

@@ -87,6 +87,17 @@ void manual_seed(uint64_t seed) {
   g_offset = 0;
 }
 
+RngState rng_state() {
+  std::lock_guard lock(g_mutex);
+  return {g_seed, g_offset};
+}
+
+void set_rng_state(const RngState& state) {
+  std::lock_guard lock(g_mutex);
+  g_seed = state.seed;
+  g_offset = state.offset;
+}
+
 Tensor rand(const Shape& shape, DType dtype, Device device) { return generate("rand", shape, dtype, device, false); }
 
 Tensor randn(const Shape& shape, DType dtype, Device device) { return generate("randn", shape, dtype, device, true); }

@@ -1,12 +1,17 @@
 // Per-device CUDA state: library streams, the stream-ordered memory pool, cuBLAS/cuBLASLt
 // handles and workspace. Lazily created, guarded by one mutex, never destroyed (process exit
 // tears the context down; destroying handles in static destructors races the CUDA runtime).
+// Threads: the current stream is the thread's StreamGuard stream when it has one, else the
+// process-wide one (set_current_stream, else the library's own). A cuBLAS handle is bound to one
+// stream at a time, so each thread uses handles of its own (taken from a pool, given back when
+// the thread ends); the cuBLASLt workspace is per stream, so GEMMs on two streams never share one.
 #include <array>
 #include <cstdint>
 #include <cstdlib>
 #include <map>
 #include <mutex>
 #include <utility>
+#include <vector>
 
 #include "src/cuda_check.hpp"
 #include "src/runtime_internal.hpp"
@@ -19,14 +24,30 @@ constexpr int kMaxDevices = 64;
 struct DeviceState {
   cudaStream_t own_stream = nullptr;
   cudaStream_t user_stream = nullptr;
-  cublasHandle_t cublas = nullptr;
   cublasLtHandle_t cublaslt = nullptr;
-  void* lt_workspace = nullptr;
   bool pool_ready = false;
 };
 
 std::mutex g_mutex;
 std::array<DeviceState, kMaxDevices> g_state;
+// cuBLAS handles of ended threads, per device, for the next threads (under g_mutex).
+std::array<std::vector<cublasHandle_t>, kMaxDevices> g_spare_cublas;
+// cuBLASLt workspaces by (device, stream) (under g_mutex).
+std::map<std::pair<int, cudaStream_t>, void*> g_lt_workspaces;
+
+// The streams this thread's StreamGuards made current (nullptr: none), per device.
+thread_local std::array<cudaStream_t, kMaxDevices> t_guarded{};
+
+// This thread's cuBLAS handles; they go back to g_spare_cublas when the thread ends.
+struct ThreadHandles {
+  std::array<cublasHandle_t, kMaxDevices> cublas{};
+  ~ThreadHandles() {
+    std::lock_guard lock(g_mutex);
+    for (size_t i = 0; i < cublas.size(); ++i)
+      if (cublas[i]) g_spare_cublas[i].push_back(cublas[i]);
+  }
+};
+thread_local ThreadHandles t_handles;
 
 DeviceState& state(int index) { return g_state[static_cast<size_t>(index)]; }
 
@@ -48,7 +69,15 @@ void ensure_pool(int index) {
   s.pool_ready = true;
 }
 
+// The current stream without creating the library's own (nullptr when it does not exist yet).
+cudaStream_t existing_stream_locked(int index) {
+  if (cudaStream_t guarded = t_guarded[static_cast<size_t>(index)]) return guarded;
+  const DeviceState& s = state(index);
+  return s.user_stream ? s.user_stream : s.own_stream;
+}
+
 cudaStream_t stream_locked(int index) {
+  if (cudaStream_t guarded = t_guarded[static_cast<size_t>(index)]) return guarded;
   DeviceState& s = state(index);
   if (s.user_stream) return s.user_stream;
   if (!s.own_stream) OCTET_CUDA_CHECK(cudaStreamCreateWithFlags(&s.own_stream, cudaStreamNonBlocking));
@@ -73,15 +102,14 @@ void set_current_stream(int device_index, cudaStream_t stream) {
 StreamGuard::StreamGuard(Device device, cudaStream_t stream) : device_(device) {
   if (!device.is_cuda()) return;
   check_index("StreamGuard", device.index);
-  std::lock_guard lock(g_mutex);
-  previous_ = state(device.index).user_stream;
-  state(device.index).user_stream = stream;
+  cudaStream_t& guarded = t_guarded[static_cast<size_t>(device.index)];
+  previous_ = guarded;
+  guarded = stream;
 }
 
 StreamGuard::~StreamGuard() {
   if (!device_.is_cuda()) return;
-  std::lock_guard lock(g_mutex);
-  state(device_.index).user_stream = previous_;
+  t_guarded[static_cast<size_t>(device_.index)] = previous_;
 }
 
 void synchronize(Device device) {
@@ -189,17 +217,26 @@ void sanitizer_preset(void* p, size_t bytes, Device device) {
 cublasHandle_t cublas_handle(Device device) {
   check_index("cublas_handle", device.index);
   DeviceGuard guard(device);
-  std::lock_guard lock(g_mutex);
-  DeviceState& s = state(device.index);
-  if (!s.cublas) {
-    refuse_in_capture("cuBLAS", device, "creates its handle on first use (warm up: run the work once eagerly first)",
-                      stream_locked(device.index));
-    OCTET_CUBLAS_CHECK(cublasCreate(&s.cublas));
-    // Default math mode: no TF32, so f32 GEMMs are true f32 baselines.
-    OCTET_CUBLAS_CHECK(cublasSetMathMode(s.cublas, CUBLAS_DEFAULT_MATH));
+  cublasHandle_t& handle = t_handles.cublas[static_cast<size_t>(device.index)];
+  cudaStream_t stream;
+  {
+    std::lock_guard lock(g_mutex);
+    std::vector<cublasHandle_t>& spare = g_spare_cublas[static_cast<size_t>(device.index)];
+    if (!handle && !spare.empty()) {
+      handle = spare.back();
+      spare.pop_back();
+    }
+    stream = stream_locked(device.index);
   }
-  OCTET_CUBLAS_CHECK(cublasSetStream(s.cublas, stream_locked(device.index)));
-  return s.cublas;
+  if (!handle) {
+    refuse_in_capture("cuBLAS", device, "creates its handle on first use (warm up: run the work once eagerly first)",
+                      stream);
+    OCTET_CUBLAS_CHECK(cublasCreate(&handle));
+    // Default math mode: no TF32, so f32 GEMMs are true f32 baselines.
+    OCTET_CUBLAS_CHECK(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH));
+  }
+  OCTET_CUBLAS_CHECK(cublasSetStream(handle, stream));
+  return handle;
 }
 
 cublasLtHandle_t cublaslt_handle(Device device) {
@@ -220,18 +257,18 @@ void* cublaslt_workspace(Device device, size_t* bytes) {
   check_index("cublaslt_workspace", device.index);
   DeviceGuard guard(device);
   std::lock_guard lock(g_mutex);
-  DeviceState& s = state(device.index);
-  if (!s.lt_workspace) {
+  void*& workspace = g_lt_workspaces[{device.index, stream_locked(device.index)}];
+  if (!workspace) {
     refuse_in_capture("cuBLASLt", device,
-                      "allocates its workspace on first use (warm up: run the work once eagerly first)",
+                      "allocates a workspace for each stream on first use (warm up: run the work once eagerly first)",
                       stream_locked(device.index));
-    OCTET_CUDA_CHECK(cudaMalloc(&s.lt_workspace, kBytes));
+    OCTET_CUDA_CHECK(cudaMalloc(&workspace, kBytes));
     // cuBLASLt's split-K reduction reads partial sums its GEMM kernel stored in the workspace,
     // stores initcheck does not see (as for GEMM outputs): set it once under the sanitizer.
-    if (sanitizer_init()) OCTET_CUDA_CHECK(cudaMemset(s.lt_workspace, 0, kBytes));
+    if (sanitizer_init()) OCTET_CUDA_CHECK(cudaMemset(workspace, 0, kBytes));
   }
   *bytes = kBytes;
-  return s.lt_workspace;
+  return workspace;
 }
 
 void check_pointer(std::string_view op, std::string_view arg, const void* p, Device device) {
@@ -292,7 +329,7 @@ void device_free(void* p, Device device) noexcept {
   cudaStream_t s = nullptr;
   {
     std::lock_guard lock(g_mutex);
-    s = state(device.index).user_stream ? state(device.index).user_stream : state(device.index).own_stream;
+    s = existing_stream_locked(device.index);
   }
   if (!graph_takes_free(p, device, s) && cudaFreeAsync(p, s) != cudaSuccess)
     (void)cudaGetLastError();  // at exit the runtime may be gone

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "tests/fault_helpers.hpp"
 #include "tests/helpers.hpp"
 
 using namespace octet;
@@ -79,7 +80,7 @@ TEST_CASE("safetensors round trip for every dtype") {
   REQUIRE(index.find("f16") != nullptr);
   CHECK(index.find("nope") == nullptr);
   CHECK(test::bitwise_equal(read_safetensors_tensor(p, index, *index.find("f16")), m.at("f16")));
-  CHECK(!fs::exists(p + ".tmp"));
+  CHECK(test::temporaries_of(p).empty());
   fs::remove(p);
 }
 
@@ -97,8 +98,7 @@ TEST_CASE("SafetensorsWriter streams tensors and gives the same file as save_saf
     CHECK_THROWS_WITH_AS(w.add("late", m.at("f32")), doctest::Contains("already closed"), Error);
     CHECK_THROWS_WITH_AS(w.close(), doctest::Contains("already closed"), Error);
   }
-  CHECK(!fs::exists(b + ".tmp"));
-  CHECK(!fs::exists(b + ".data.tmp"));
+  CHECK(test::temporaries_of(b).empty());
   const TensorMap back = load_safetensors(b);
   REQUIRE(back.size() == m.size());
   for (const auto& [name, t] : m) {
@@ -116,10 +116,9 @@ TEST_CASE("SafetensorsWriter without close leaves the target untouched and remov
   {
     SafetensorsWriter w(p);
     w.add("x", Tensor::full({3}, 2.0));
-    CHECK(fs::exists(p + ".data.tmp"));
+    CHECK(!test::temporaries_of(p).empty());
   }
-  CHECK(!fs::exists(p + ".data.tmp"));
-  CHECK(!fs::exists(p + ".tmp"));
+  CHECK(test::temporaries_of(p).empty());
   CHECK(load_safetensors(p).count("keep") == 1);
   fs::remove(p);
 }
@@ -134,7 +133,7 @@ TEST_CASE("bad writer arguments are rejected") {
   CHECK_THROWS_WITH_AS(save_safetensors(p, {{"a", x}}, {{"m", "\xc3"}}), doctest::Contains("valid UTF-8"), Error);
   CHECK_THROWS_WITH_AS(save_safetensors("/nonexistent-dir/x.safetensors", {{"a", x}}), doctest::Contains("cannot create"), Error);
   CHECK(!fs::exists(p));
-  CHECK(!fs::exists(p + ".tmp"));
+  CHECK(test::temporaries_of(p).empty());
   CHECK_THROWS_WITH_AS(SafetensorsWriter("/nonexistent-dir/x.safetensors"), doctest::Contains("cannot create"), Error);
   {
     SafetensorsWriter w(p);

@@ -42,15 +42,20 @@ Tensor read_safetensors_tensor(const std::string& path, const SafetensorsIndex& 
                                const SafetensorsEntry& entry, Device device = Device::cpu());
 TensorMap load_safetensors(const std::string& path, Device device = Device::cpu());
 Metadata load_safetensors_metadata(const std::string& path);
-// Writes tensors in name order (any device; each is copied to the host one at a time) to
-// `path`.tmp, then renames it onto `path`. Names must be non-empty, not "__metadata__", valid UTF-8.
+// Writes tensors in name order (any device; each is copied to the host one at a time) to a
+// temporary `path`.<pid>-<n>.tmp, flushes it to the disk (fsync), renames it onto `path` and
+// flushes the folder: `path` holds either its old content or the whole new file, also after a
+// crash. A failed write (disk full, file-size limit, I/O error, folder missing or read-only)
+// throws an Error with the system's reason, removes the temporary and leaves `path` as it was.
+// A process killed during a save can leave its temporary behind (never read by octet).
+// Names must be non-empty, not "__metadata__", valid UTF-8.
 void save_safetensors(const std::string& path, const TensorMap& tensors, const Metadata& metadata = {});
 
 // Streams tensors into a safetensors file one at a time, for files larger than memory: add()
-// appends each tensor's bytes to a side file `path`.data.tmp; close() writes the header to
-// `path`.tmp, appends the data, and renames it onto `path`. Peak memory: one tensor (plus its
-// host copy); costs one extra copy of the data on disk. Without a successful close() the
-// destructor removes both temporary files and `path` is untouched.
+// appends each tensor's bytes to a side file `path`.<pid>-<n>.data.tmp; close() writes the
+// header and the data to a temporary and renames it onto `path` as save_safetensors does. Peak
+// memory: one tensor (plus its host copy); costs one extra copy of the data on disk. Without a
+// successful close() the destructor removes the temporary files and `path` is untouched.
 class SafetensorsWriter {
  public:
   explicit SafetensorsWriter(std::string path);
@@ -65,6 +70,7 @@ class SafetensorsWriter {
 
  private:
   std::string path_;
+  std::string data_path_;  // the side file
   std::ofstream data_;
   std::vector<SafetensorsEntry> entries_;  // in add() order, offsets in the side file
   std::set<std::string> names_;

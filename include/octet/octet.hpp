@@ -18,3 +18,4 @@
 #include "octet/random.hpp"
 #include "octet/runtime.hpp"
 #include "octet/tensor.hpp"
+#include "octet/train_checkpoint.hpp"

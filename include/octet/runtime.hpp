@@ -2,7 +2,10 @@
 // op is enqueued on the device's current stream, which is the library stream unless the caller
 // set one of its own), a stream-ordered memory pool, and cuBLAS handles.
 // Ops never synchronize the host; synchronize() is the explicit wait.
-// The current stream is per device and process-wide (not per thread). While a caller's stream is
+// The current stream of a device, seen from one thread: the stream of the thread's innermost
+// StreamGuard for that device, else the process-wide one set by set_current_stream, else the
+// library stream. So each host thread can run its own work on its own stream (StreamGuard),
+// while set_current_stream changes it for every thread without a guard. While a caller's stream is
 // current, octet enqueues all of its work for that device there: kernels, copies, cuBLAS calls,
 // the stream-ordered allocations (cudaMallocAsync) and frees (cudaFreeAsync) of its own storage; a
 // second library stream forked from and joined back to the current stream (events) may run part
@@ -24,8 +27,8 @@ cudaStream_t current_stream(int device_index = 0);
 // library's own stream.
 void set_current_stream(int device_index, cudaStream_t stream);
 // Makes `stream` (owned by the caller, kept alive by it while the guard lives) the current stream
-// of `device` for the guard's lifetime and then restores the stream that was current before
-// (the library's own or another caller stream). Guards nest (destroy them in reverse order). On
+// of `device` on this thread for the guard's lifetime, then restores what this thread had before.
+// Other threads are not affected. Guards nest (destroy them in reverse order, on their thread). On
 // the CPU the guard does nothing; a CUDA device that does not exist here is an octet::Error. The
 // guard orders nothing between the two streams: see the contract above.
 class StreamGuard {
